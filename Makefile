@@ -1,0 +1,67 @@
+# doppel: `make` builds the library and bin/doppel-*; `make test` runs every test;
+# `make asan` builds and tests with AddressSanitizer + UBSan; `make bench` times against PyTorch.
+# CUDA=0 turns the CUDA backend off even where nvcc is found.
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2 -march=x86-64-v2 -g
+SAN     ?=
+CFLAGS  := -std=gnu11 $(OPT) $(SAN) -fopenmp -Wall -Wextra -Werror -Wno-unused-parameter \
+           -Icommon -MMD -MP -D_GNU_SOURCE
+LDLIBS  := -lopenblas -ljansson -lm
+LDFLAGS := $(SAN) -fopenmp
+
+# ---- what is here ----
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA ?= $(if $(NVCC),1,0)
+CU_SRCS := $(if $(filter 1,$(CUDA)),$(wildcard common/*.cu common/*/*.cu),)
+$(info doppel: CPU build with OpenBLAS + OpenMP ($(CC)); CUDA: $(if $(filter 1,$(CUDA)),nvcc at $(NVCC)$(if $(CU_SRCS),, - no CUDA sources yet),off))
+
+LIB_SRCS  := $(wildcard common/*.c common/*/*.c)
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB       := $(BUILD)/libdoppel.a
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+TESTLIB   := $(BUILD)/tests/testlib.o
+STAGES    := $(patsubst %/main.c,%,$(wildcard loader/main.c encoder/main.c diffuser/main.c decoder/main.c validator/main.c))
+BINS      := $(STAGES:%=bin/doppel-%)
+BENCH_BIN := $(BUILD)/bench/bench_cpu
+
+.PHONY: all test asan bench fixtures clean
+all: $(LIB) $(BINS) $(TEST_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+bin/doppel-%: $(BUILD)/%/main.o $(LIB)
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB) $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BENCH_BIN): $(BUILD)/bench/bench_cpu.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+test: all
+	@tests/run.sh $(BUILD)/tests
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
+
+bench: $(BENCH_BIN)
+	@bench/run.sh $(BENCH_BIN)
+
+# regenerates tests/fixtures/ (needs PyTorch + diffusers; see tests/reference/README.md)
+fixtures:
+	@tests/reference/make_all.sh
+
+clean:
+	rm -rf build build-asan bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,66 @@
+#include "arena.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+
+#define ARENA_ALIGN 64
+#define ARENA_MIN_CHUNK ((size_t)64 << 20)
+
+static ArenaChunk *chunk_new(size_t cap) {
+    ArenaChunk *c = xcalloc(1, sizeof(*c));
+    c->cap = cap;
+    c->mem = aligned_alloc(ARENA_ALIGN, (cap + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
+    CHECK(c->mem, "out of memory: activation arena of %zu MB; reduce --batch or the preset", cap >> 20);
+    return c;
+}
+
+void arena_init(Arena *a, size_t bytes) {
+    memset(a, 0, sizeof(*a));
+    a->head = chunk_new(bytes ? bytes : ARENA_MIN_CHUNK);
+}
+
+void arena_free(Arena *a) {
+    for (ArenaChunk *c = a->head, *n; c; c = n) {
+        n = c->next;
+        free(c->mem);
+        free(c);
+    }
+    memset(a, 0, sizeof(*a));
+}
+
+void *arena_alloc(Arena *a, size_t bytes) {
+    bytes = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    if (!a->head) arena_init(a, 0);
+    if (a->head->used + bytes > a->head->cap) {
+        size_t cap = bytes > ARENA_MIN_CHUNK ? bytes : ARENA_MIN_CHUNK;
+        ArenaChunk *c = chunk_new(cap);
+        c->next = a->head;
+        a->head = c;
+    }
+    void *p = a->head->mem + a->head->used;
+    a->head->used += bytes;
+    a->used += bytes;
+    if (a->used > a->peak) a->peak = a->used;
+    return p;
+}
+
+float *arena_floats(Arena *a, size_t n) { return arena_alloc(a, n * sizeof(float)); }
+
+float *arena_zeros(Arena *a, size_t n) {
+    float *p = arena_floats(a, n);
+    memset(p, 0, n * sizeof(float));
+    return p;
+}
+
+void arena_reset(Arena *a) {
+    if (a->head && a->head->next) {  // several chunks: replace them by one that holds the peak
+        size_t peak = a->peak;
+        arena_free(a);
+        a->head = chunk_new(peak + ARENA_ALIGN);
+        a->peak = peak;
+    }
+    if (a->head) a->head->used = 0;
+    a->used = 0;
+}

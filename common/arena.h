@@ -1,0 +1,24 @@
+// arena.h: per-step bump allocator for activations and their gradients.
+// The first step grows it in chunks; arena_reset() then merges them into one block, so every
+// later step of the same shape runs without a single malloc.
+#pragma once
+#include <stddef.h>
+
+typedef struct ArenaChunk {
+    struct ArenaChunk *next;
+    size_t cap, used;
+    char *mem;
+} ArenaChunk;
+
+typedef struct {
+    ArenaChunk *head;  // current chunk (the list holds older ones)
+    size_t used;       // bytes handed out since the last reset
+    size_t peak;       // largest `used` seen
+} Arena;
+
+void arena_init(Arena *a, size_t bytes);
+void arena_free(Arena *a);
+void *arena_alloc(Arena *a, size_t bytes);   // 64-byte aligned, uninitialised
+float *arena_floats(Arena *a, size_t n);     // uninitialised
+float *arena_zeros(Arena *a, size_t n);      // zero-filled (gradients accumulate into these)
+void arena_reset(Arena *a);                  // forget everything; keep (and merge) the memory
