@@ -27,7 +27,7 @@ STAGES    := $(patsubst %/main.c,%,$(wildcard loader/main.c encoder/main.c diffu
 BINS      := $(STAGES:%=bin/doppel-%)
 BENCH_BIN := $(BUILD)/bench/bench_cpu
 
-.PHONY: all test asan bench fixtures clean
+.PHONY: all test asan bench fixtures check-diffusers clean
 all: $(LIB) $(BINS) $(TEST_BINS)
 
 $(BUILD)/%.o: %.c
@@ -60,6 +60,11 @@ bench: $(BENCH_BIN)
 # regenerates tests/fixtures/ (needs PyTorch + diffusers; see tests/reference/README.md)
 fixtures:
 	@tests/reference/make_all.sh
+
+# diffusers loads the folders doppel writes (needs the reference environment)
+check-diffusers: $(BUILD)/tests/test_models
+	@$(BUILD)/tests/test_models >/dev/null
+	@$${PYTHON:-.venv-ref/bin/python} tests/reference/check_diffusers_load.py $(BUILD)/test-out
 
 clean:
 	rm -rf build build-asan bin

@@ -107,7 +107,8 @@ json_t *vae_config_to_json(const VaeConfig *c) {
     json_object_set_new(j, "in_channels", json_integer(c->in_channels));
     json_object_set_new(j, "latent_channels", json_integer(c->latent_channels));
     json_object_set_new(j, "layers_per_block", json_integer(c->layers_per_block));
-    json_object_set_new(j, "mid_block_add_attention", json_boolean(c->mid_block_add_attention));
+    if (!c->mid_block_add_attention)  // newer diffusers' key; its default (true) is left implicit for 0.28
+        json_object_set_new(j, "mid_block_add_attention", json_false());
     json_object_set_new(j, "norm_num_groups", json_integer(c->norm_num_groups));
     json_object_set_new(j, "out_channels", json_integer(c->out_channels));
     json_object_set_new(j, "sample_size", json_integer(c->sample_size));
