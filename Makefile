@@ -57,6 +57,17 @@ asan:
 bench: $(BENCH_BIN)
 	@bench/run.sh $(BENCH_BIN)
 
+# libFuzzer on the safetensors reader for 60 s (FUZZ_TIME=s), seeded from a copy of the corpus;
+# crashes land in $(BUILD)/fuzz/ (add them to tests/corpus/safetensors/ as bad_*.safetensors)
+fuzz:
+	@mkdir -p $(BUILD)/fuzz/corpus
+	clang -std=gnu11 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icommon \
+	    tests/fuzz/fuzz_safetensors.c common/io/safetensors.c common/io/fileio.c common/check.c -ljansson \
+	    -o $(BUILD)/fuzz/fuzz_safetensors
+	cp tests/corpus/safetensors/*.safetensors $(BUILD)/fuzz/corpus/
+	$(BUILD)/fuzz/fuzz_safetensors -max_total_time=$(or $(FUZZ_TIME),60) -max_len=4096 -dict=tests/fuzz/safetensors.dict \
+	    -artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus
+
 # regenerates tests/fixtures/ (needs PyTorch + diffusers; see tests/reference/README.md)
 fixtures:
 	@tests/reference/make_all.sh

@@ -251,7 +251,8 @@ static void test_roundtrip_all_dtypes(void) {
     size_t hl = st.data_start - 8, end = hl;
     while (end > 0 && h[end - 1] == ' ') end--;
     EXPECT(end > 0 && h[end - 1] == '}' && hl - end < 8, "header padding: %zu spaces", hl - end);
-    EXPECT(memmem(h, hl, "\"__metadata__\":{\"format\":\"pt\"", 30) == h + 1, "metadata not first / not compact");
+    const char *mfirst = "\"__metadata__\":{\"format\":\"pt\"";
+    EXPECT(memmem(h, hl, mfirst, strlen(mfirst)) == h + 1, "metadata not first / not compact");
     size_t offset = 0;
     for (int i = 0; i < n && i < st.count; i++) {
         const StTensor *t = &st.tensors[i];
@@ -323,7 +324,7 @@ static void test_f16_bf16_conversion(void) {
     int bad = 0;
     for (int i = 0; i < 65536; i++) {
         double r = half_ref((uint16_t)i);
-        int ok = isnan(r) ? isnan(out[i]) && signbit(out[i]) == (i >> 15) : (double)out[i] == r && signbit(out[i]) == signbit(r);
+        int ok = !!signbit(out[i]) == (i >> 15) && (isnan(r) ? isnan(out[i]) : (double)out[i] == r);
         if (!ok && bad++ < 5) printf("  f16 0x%04x -> %.9g, want %.9g\n", i, (double)out[i], r);
     }
     EXPECT(bad == 0, "%d of 65536 half values converted wrongly", bad);
@@ -474,8 +475,8 @@ static void test_load_errors_name_the_path(void) {
 // ---------------------------------------------------------------- atomic files
 
 static void test_atomic_write(void) {
-    char err[512];
-    const char *p = tmp_path("atomic.txt");
+    char err[512], p[512];
+    snprintf(p, sizeof(p), "%s", tmp_path("atomic.txt"));
     EXPECT(write_file_atomic(p, "old", 3, err, sizeof(err)) == 0, "%s", err);
     EXPECT(write_file_atomic(p, "new!", 4, err, sizeof(err)) == 0, "%s", err);
     size_t n = 0;

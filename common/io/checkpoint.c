@@ -191,6 +191,7 @@ static int save_groups(const char *path, const ParamSet *ps, const Group *g, int
 
 int checkpoint_save_model(const char *dir, const ParamSet *ps, const float *weights, const json_t *config, char *err, size_t errlen) {
     if (!json_is_object(config)) return errf(err, errlen, "folder %s: model config must be a JSON object", dir);
+    CHECK(weights, "checkpoint_save_model(%s): no weights buffer", dir);
     if (mkdir_p(dir, err, errlen) != 0) return -1;
     char *wpath = path_join(dir, CKPT_WEIGHTS), *cpath = path_join(dir, CKPT_CONFIG);
     static const char *const meta[] = {"format", "pt"};
@@ -212,6 +213,7 @@ int checkpoint_save_model(const char *dir, const ParamSet *ps, const float *weig
 }
 
 int checkpoint_load_weights(const char *path, const ParamSet *ps, float *weights, char *err, size_t errlen) {
+    CHECK(weights, "checkpoint_load_weights(%s): no destination buffer (call params_allocate first)", path);
     Group g = {"", weights};
     return load_groups(path, ps, &g, 1, NULL, 0, 1, err, errlen);
 }

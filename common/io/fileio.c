@@ -90,7 +90,8 @@ int write_file_atomic(const char *path, const void *data, size_t n, char *err, s
 
 static int mkdir_one(const char *dir, const char *full, char *err, size_t errlen) {
     if (mkdir(dir, 0777) == 0 || errno == EEXIST) return 0;
-    return errf(err, errlen, "folder %s: cannot create %s: %s", full, dir, strerror(errno));
+    if (strcmp(dir, full) == 0) return errf(err, errlen, "folder %s: cannot create: %s", full, strerror(errno));
+    return errf(err, errlen, "folder %s: cannot create its parent %s: %s", full, dir, strerror(errno));
 }
 
 int mkdir_p(const char *dir, char *err, size_t errlen) {

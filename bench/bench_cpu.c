@@ -1,0 +1,131 @@
+// bench_cpu.c: forward and forward+backward of the small UNet (batch 32) and small VAE
+// (batch 16) on the CPU; prints one line per measurement for bench/run.sh:
+//   doppel <model> <what> <median ms> <min ms> <reps>
+// Usage: bench_cpu [reps]   (threads from OMP_NUM_THREADS / OPENBLAS_NUM_THREADS)
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "models/models.h"
+#include "ops/ops.h"
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void report(const char *model, const char *what, double *t, int reps) {
+    qsort(t, (size_t)reps, sizeof(double), cmp_double);
+    printf("doppel %s %s %.2f %.2f %d\n", model, what, t[reps / 2], t[0], reps);
+    fflush(stdout);
+}
+
+static void bench_unet(int reps) {
+    UNetConfig c;
+    preset_unet("small", 31, &c);
+    UNet2DModel m;
+    unet_build(&m, &c);
+    Rng rng;
+    rng_seed(&rng, 0);
+    params_init(&m.ps, &rng);
+    Arena arena;
+    arena_init(&arena, 0);
+    Ctx ctx;
+    ctx_init(&ctx, &m.ps, &arena, &rng);
+    int N = 32, S = c.sample_size;
+    size_t n = (size_t)N * c.in_channels * S * S;
+    float *x = malloc(n * sizeof(float)), *target = malloc(n * sizeof(float)), t[32];
+    int32_t labels[32];
+    rng_fill_normal(&rng, x, (long)n, 0, 1);
+    rng_fill_normal(&rng, target, (long)n, 0, 1);
+    for (int i = 0; i < N; i++) t[i] = (float)(i * 31 % 1000), labels[i] = i % 32;
+    double *tf = malloc((size_t)reps * sizeof(double)), *tb = malloc((size_t)reps * sizeof(double));
+    for (int r = -1; r < reps; r++) {  // r = -1 warms up (and sizes the arena)
+        arena_reset(&arena);
+        double t0 = now_ms();
+        unet_forward(&ctx, &m, (Tensor){x, N, c.in_channels, S, S}, t, labels);
+        if (r >= 0) tf[r] = now_ms() - t0;
+    }
+    for (int r = -1; r < reps; r++) {
+        arena_reset(&arena);
+        params_zero_grad(&m.ps);
+        double t0 = now_ms();
+        Tensor out = unet_forward(&ctx, &m, (Tensor){x, N, c.in_channels, S, S}, t, labels);
+        Tensor dout = ctx_zeros(&ctx, out.N, out.C, out.H, out.W);
+        mse_forward(out.d, target, n);
+        mse_backward(dout.d, out.d, target, n, 1.0f);
+        unet_backward(&ctx, &m, dout);
+        if (r >= 0) tb[r] = now_ms() - t0;
+    }
+    report("unet-small-b32", "forward", tf, reps);
+    report("unet-small-b32", "forward+backward", tb, reps);
+    printf("# unet-small-b32 arena peak %.0f MB\n", arena.peak / 1048576.0);
+    free(x), free(target), free(tf), free(tb);
+    ctx_free(&ctx);
+    arena_free(&arena);
+    unet_free(&m);
+}
+
+static void bench_vae(int reps) {
+    VaeConfig c;
+    preset_vae("small", &c);
+    AutoencoderKL m;
+    vae_build(&m, &c);
+    Rng rng;
+    rng_seed(&rng, 0);
+    params_init(&m.ps, &rng);
+    Arena arena;
+    arena_init(&arena, 0);
+    Ctx ctx;
+    ctx_init(&ctx, &m.ps, &arena, &rng);
+    int N = 16, S = c.sample_size, f = vae_downscale(&c), L = c.latent_channels;
+    size_t n = (size_t)N * c.in_channels * S * S, nz = (size_t)N * L * (S / f) * (S / f);
+    float *x = malloc(n * sizeof(float)), *eps = malloc(nz * sizeof(float));
+    rng_fill_uniform(&rng, x, (long)n, -1, 1);
+    rng_fill_normal(&rng, eps, (long)nz, 0, 1);
+    double *tf = malloc((size_t)reps * sizeof(double)), *tb = malloc((size_t)reps * sizeof(double));
+    for (int pass = 0; pass < 2; pass++) {
+        for (int r = -1; r < reps; r++) {
+            arena_reset(&arena);
+            params_zero_grad(&m.ps);
+            double t0 = now_ms();
+            Tensor mom = vae_encode(&ctx, &m, (Tensor){x, N, c.in_channels, S, S});
+            Tensor z = ctx_tensor(&ctx, N, L, mom.H, mom.W);
+            gaussian_sample_forward(z.d, mom.d, eps, N, L, mom.H * mom.W);
+            Tensor out = vae_decode(&ctx, &m, z);
+            if (pass == 1) {  // L1 reconstruction + KL, as VAE training does
+                Tensor dout = ctx_zeros(&ctx, out.N, out.C, out.H, out.W);
+                l1_forward(out.d, x, n);
+                l1_backward(dout.d, out.d, x, n, 1.0f);
+                Tensor dz = vae_decode_backward(&ctx, &m, dout);
+                Tensor dmom = ctx_zeros(&ctx, mom.N, mom.C, mom.H, mom.W);
+                kl_forward(NULL, mom.d, N, L, mom.H * mom.W);
+                kl_backward(dmom.d, mom.d, N, L, mom.H * mom.W, 1e-6f);
+                gaussian_sample_backward(dmom.d, dz.d, mom.d, eps, N, L, mom.H * mom.W);
+                vae_encode_backward(&ctx, &m, dmom);
+            }
+            if (r >= 0) (pass ? tb : tf)[r] = now_ms() - t0;
+        }
+    }
+    report("vae-small-b16", "forward", tf, reps);
+    report("vae-small-b16", "forward+backward", tb, reps);
+    printf("# vae-small-b16 arena peak %.0f MB\n", arena.peak / 1048576.0);
+    free(x), free(eps), free(tf), free(tb);
+    ctx_free(&ctx);
+    arena_free(&arena);
+    vae_free(&m);
+}
+
+int main(int argc, char **argv) {
+    int reps = argc > 1 ? atoi(argv[1]) : 5;
+    if (reps < 1) reps = 1;
+    bench_unet(reps);
+    bench_vae(reps);
+    return 0;
+}
