@@ -8,8 +8,13 @@ OPT     ?= -O2 -march=x86-64-v2 -g
 SAN     ?=
 CFLAGS  := -std=gnu11 $(OPT) $(SAN) -fopenmp -Wall -Wextra -Werror -Wno-unused-parameter \
            -Icommon -MMD -MP -D_GNU_SOURCE
-LDLIBS  := -lopenblas -ljansson -lm
-LDFLAGS := $(SAN) -fopenmp
+# OpenBLAS built for OpenMP shares our thread pool (the pthread build and OpenMP spin against each
+# other on 2 cores); fall back to whichever libopenblas the alternatives system picks.
+comma := ,
+OPENBLAS_OMP := /usr/lib/x86_64-linux-gnu/openblas-openmp
+BLAS_LIBS := $(if $(wildcard $(OPENBLAS_OMP)/libopenblas.so),-L$(OPENBLAS_OMP) -Wl$(comma)-rpath$(comma)$(OPENBLAS_OMP),) -lopenblas
+LDLIBS  := $(BLAS_LIBS) -ljansson -lm
+LDFLAGS := $(SAN) -fopenmp -Wl,--undefined=blas_init  # always link common/blas.c's constructor
 
 # ---- what is here ----
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)

@@ -1,12 +1,14 @@
 // bench_cpu.c: forward and forward+backward of the small UNet (batch 32) and small VAE
 // (batch 16) on the CPU; prints one line per measurement for bench/run.sh:
 //   doppel <model> <what> <median ms> <min ms> <reps>
-// Usage: bench_cpu [reps]   (threads from OMP_NUM_THREADS / OPENBLAS_NUM_THREADS)
+// Usage: bench_cpu [reps] [unet|vae]   (threads from OMP_NUM_THREADS / OPENBLAS_NUM_THREADS)
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "models/models.h"
+#include "blas.h"
 #include "ops/ops.h"
 
 static double now_ms(void) {
@@ -124,8 +126,10 @@ static void bench_vae(int reps) {
 
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 5;
+    printf("# OpenBLAS kernels: %s\n", blas_core_name());
     if (reps < 1) reps = 1;
-    bench_unet(reps);
-    bench_vae(reps);
+    const char *only = argc > 2 ? argv[2] : "";  // "unet" or "vae" to run one model
+    if (strcmp(only, "vae")) bench_unet(reps);
+    if (strcmp(only, "unet")) bench_vae(reps);
     return 0;
 }

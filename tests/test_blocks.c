@@ -2,8 +2,8 @@
 // exact key set and shapes, forward output, input gradients and every parameter gradient.
 #include "blockenv.h"
 
-#define ATOL 1e-5
-#define RTOL 1e-5
+#define ATOL 1e-4  // the tolerance for blocks; the printed max |diff| is what is reached
+#define RTOL 1e-4
 static const char *const IO[] = {"x", "temb", "out", "dout", NULL};
 
 static void run_resnet(const char *fixture, int cin, int cout, int temb, float eps, float scale) {
