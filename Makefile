@@ -33,6 +33,7 @@ BINS      := $(STAGES:%=bin/doppel-%)
 BENCH_BIN := $(BUILD)/bench/bench_cpu
 
 .PHONY: all test asan bench fixtures check-diffusers clean
+.SECONDARY:  # keep object files between builds
 all: $(LIB) $(BINS) $(TEST_BINS)
 
 $(BUILD)/%.o: %.c
