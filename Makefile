@@ -4,6 +4,7 @@
 
 CC      ?= cc
 BUILD   ?= build
+BINDIR  ?= bin
 OPT     ?= -O2 -march=x86-64-v2 -g
 SAN     ?=
 CFLAGS  := -std=gnu11 $(OPT) $(SAN) -fopenmp -Wall -Wextra -Werror -Wno-unused-parameter \
@@ -13,7 +14,7 @@ CFLAGS  := -std=gnu11 $(OPT) $(SAN) -fopenmp -Wall -Wextra -Werror -Wno-unused-p
 comma := ,
 OPENBLAS_OMP := /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS_LIBS := $(if $(wildcard $(OPENBLAS_OMP)/libopenblas.so),-L$(OPENBLAS_OMP) -Wl$(comma)-rpath$(comma)$(OPENBLAS_OMP),) -lopenblas
-LDLIBS  := $(BLAS_LIBS) -ljansson -lm
+LDLIBS  := $(BLAS_LIBS) -lzmq -lmsgpackc -lpng -ljpeg -lfftw3f -ljansson -lm
 LDFLAGS := $(SAN) -fopenmp -Wl,--undefined=blas_init  # always link common/blas.c's constructor
 
 # ---- what is here ----
@@ -27,9 +28,10 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 LIB       := $(BUILD)/libdoppel.a
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
-TESTLIB   := $(BUILD)/tests/testlib.o
+TESTLIB   := $(BUILD)/tests/testlib.o $(BUILD)/tests/proc.o
 STAGES    := $(patsubst %/main.c,%,$(wildcard loader/main.c encoder/main.c diffuser/main.c decoder/main.c validator/main.c))
-BINS      := $(STAGES:%=bin/doppel-%)
+TOOLS     := $(patsubst tools/%/main.c,%,$(wildcard tools/*/main.c))
+BINS      := $(STAGES:%=$(BINDIR)/doppel-%) $(TOOLS:%=$(BINDIR)/doppel-%)
 BENCH_BIN := $(BUILD)/bench/bench_cpu
 
 .PHONY: all test asan bench fixtures check-diffusers clean
@@ -44,8 +46,12 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-bin/doppel-%: $(BUILD)/%/main.o $(LIB)
-	@mkdir -p bin
+$(BINDIR)/doppel-%: $(BUILD)/%/main.o $(LIB)
+	@mkdir -p $(BINDIR)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BINDIR)/doppel-%: $(BUILD)/tools/%/main.o $(LIB)
+	@mkdir -p $(BINDIR)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB) $(LIB)
@@ -55,24 +61,31 @@ $(BENCH_BIN): $(BUILD)/bench/bench_cpu.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 test: all
-	@tests/run.sh $(BUILD)/tests
+	@DOPPEL_BIN=$(BINDIR) tests/run.sh $(BUILD)/tests
 
 asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
+	$(MAKE) BUILD=build-asan BINDIR=build-asan/bin OPT="-O1 -g -fno-omit-frame-pointer" SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
 bench: $(BENCH_BIN)
 	@bench/run.sh $(BENCH_BIN)
 
-# libFuzzer on the safetensors reader for 60 s (FUZZ_TIME=s), seeded from a copy of the corpus;
-# crashes land in $(BUILD)/fuzz/ (add them to tests/corpus/safetensors/ as bad_*.safetensors)
+# libFuzzer on the safetensors reader, then on the frame decoder, for 60 s each (FUZZ_TIME=s), seeded
+# from copies of the corpora; crashes land in $(BUILD)/fuzz/ (add them to tests/corpus/safetensors/
+# as bad_*.safetensors, frame-* ones to tests/corpus/frames/ as bad_fuzz_*.bin)
 fuzz:
-	@mkdir -p $(BUILD)/fuzz/corpus
+	@mkdir -p $(BUILD)/fuzz/corpus $(BUILD)/fuzz/corpus_frames
 	clang -std=gnu11 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icommon \
 	    tests/fuzz/fuzz_safetensors.c common/io/safetensors.c common/io/fileio.c common/check.c -ljansson \
 	    -o $(BUILD)/fuzz/fuzz_safetensors
 	cp tests/corpus/safetensors/*.safetensors $(BUILD)/fuzz/corpus/
 	$(BUILD)/fuzz/fuzz_safetensors -max_total_time=$(or $(FUZZ_TIME),60) -max_len=4096 -dict=tests/fuzz/safetensors.dict \
 	    -artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus
+	clang -std=gnu11 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icommon \
+	    tests/fuzz/fuzz_frame.c common/wire/frame.c common/io/safetensors.c common/io/fileio.c common/check.c -lmsgpackc -ljansson \
+	    -o $(BUILD)/fuzz/fuzz_frame
+	cp tests/corpus/frames/*.bin $(wildcard tests/corpus/frames/fuzz/*) $(BUILD)/fuzz/corpus_frames/
+	$(BUILD)/fuzz/fuzz_frame -max_total_time=$(or $(FUZZ_TIME),60) -max_len=4096 -dict=tests/fuzz/frame.dict \
+	    -artifact_prefix=$(BUILD)/fuzz/frame- $(BUILD)/fuzz/corpus_frames
 
 # regenerates tests/fixtures/ (needs PyTorch + diffusers; see tests/reference/README.md)
 fixtures:
