@@ -86,6 +86,16 @@ fuzz:
 	cp tests/corpus/frames/*.bin $(wildcard tests/corpus/frames/fuzz/*) $(BUILD)/fuzz/corpus_frames/
 	$(BUILD)/fuzz/fuzz_frame -max_total_time=$(or $(FUZZ_TIME),60) -max_len=4096 -dict=tests/fuzz/frame.dict \
 	    -artifact_prefix=$(BUILD)/fuzz/frame- $(BUILD)/fuzz/corpus_frames
+	@mkdir -p $(BUILD)/fuzz/corpus_png $(BUILD)/fuzz/corpus_jpeg
+	for f in png jpeg; do \
+	  clang -std=gnu11 -g -O1 -D_GNU_SOURCE -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -Icommon tests/fuzz/fuzz_$$f.c common/image/*.c common/io/fileio.c common/check.c \
+	    -lpng -ljpeg -lm -o $(BUILD)/fuzz/fuzz_$$f || exit 1; \
+	done
+	cp tests/corpus/images/*.png $(BUILD)/fuzz/corpus_png/
+	cp tests/corpus/images/*.jpg $(wildcard tests/corpus/images/*.jpeg) $(BUILD)/fuzz/corpus_jpeg/
+	$(BUILD)/fuzz/fuzz_png -max_total_time=$(or $(FUZZ_TIME),60) -max_len=16384 -artifact_prefix=$(BUILD)/fuzz/png- $(BUILD)/fuzz/corpus_png
+	$(BUILD)/fuzz/fuzz_jpeg -max_total_time=$(or $(FUZZ_TIME),60) -max_len=16384 -artifact_prefix=$(BUILD)/fuzz/jpeg- $(BUILD)/fuzz/corpus_jpeg
 
 # regenerates tests/fixtures/ (needs PyTorch + diffusers; see tests/reference/README.md)
 fixtures:

@@ -175,6 +175,38 @@ static void test_bad_frames_skipped(void) {
     zsock_close(&push);
 }
 
+// the Python example receives the stream as numpy arrays
+static void test_python_example(void) {
+    if (system("/usr/bin/python3 -c 'import numpy, msgpack, msgpack_numpy, zmq' 2>/dev/null") != 0) {
+        tl_skip("/usr/bin/python3 lacks numpy/msgpack/msgpack-numpy/pyzmq (Debian python3-numpy python3-msgpack "
+                "python3-msgpack-numpy python3-zmq)");
+        return;
+    }
+    char bind[64], conn[64];
+    int port = free_port();
+    ep(bind, sizeof(bind), "@", port), ep(conn, sizeof(conn), ">", port);
+    Proc py, loader;
+    proc_start(&py, (const char *[]){"/usr/bin/python3", "tools/stream_numpy.py", conn, "--timeout", "60", "--save",
+                                     "build/test-out/stream.npz", NULL});
+    proc_start(&loader, (const char *[]){"doppel-loader", "--synthetic", "--users", "2", "--per-user", "5", "--resolution",
+                                         "16", "--batch", "4", "--out", bind, NULL});
+    int rl = proc_wait(&loader, 60), rp = proc_wait(&py, 60);
+    char *out = proc_read(py.out), *err = proc_read(py.err);
+    EXPECT(rl == 0 && rp == 0, "loader %d, python %d: %s", rl, rp, err);
+    EXPECT(strstr(out, "image float32[4, 1, 16, 16]") && strstr(out, "end: 8 samples announced, 8 received") &&
+           strstr(out, "saved 8 images"), "python said: %s", out);
+    free(out), free(err);
+    char *chk;
+    int rc = proc_run((const char *[]){"/usr/bin/python3", "-c",
+                                       "import numpy as n; d = n.load('build/test-out/stream.npz'); "
+                                       "print(d['image'].shape, d['label'].tolist(), list(d['users']), "
+                                       "float(d['image'].min()) >= -1, float(d['image'].max()) <= 1)",
+                                       NULL},
+                       30, &chk, NULL);
+    EXPECT(rc == 0 && strstr(chk, "(8, 1, 16, 16)") && strstr(chk, "['ID_1', 'ID_2'] True True"), "npz: %s", chk);
+    free(chk);
+}
+
 static void test_real_gait10(void) {
     struct stat st;
     if (stat(GAIT10, &st) || !S_ISDIR(st.st_mode)) {
@@ -231,6 +263,7 @@ int main(void) {
     RUN(test_fan_out_fan_in);
     RUN(test_write_is_deterministic);
     RUN(test_bad_frames_skipped);
+    RUN(test_python_example);
     RUN(test_real_gait10);
     return tl_finish();
 }

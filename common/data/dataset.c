@@ -194,7 +194,11 @@ int dataset_guess_channels(const Dataset *ds, Colormap *cmap, char *why, size_t 
         snprintf(why, whylen, "simulated spectrograms are magnitudes: 1 channel");
         return 1;
     }
-    int rgb = 0, gray = 0, jet = 0, looked = 0;
+    // JPEG chroma subsampling smears colours at the speckle's edges, so the fit is taken with a
+    // loose tolerance; real jet spectrograms score ~0.93 for jet and ~0.1 for viridis there.
+    const float tol = 0.2f, need = 0.85f;
+    int rgb = 0, gray = 0, looked = 0, fits[2] = {0, 0};
+    const Colormap maps[2] = {CMAP_JET, CMAP_VIRIDIS};
     char err[256];
     for (int k = 0; k < 8 && k < ds->n_samples; k++) {
         Image im = {0};
@@ -204,19 +208,25 @@ int dataset_guess_channels(const Dataset *ds, Colormap *cmap, char *why, size_t 
         if (im.C == 1) gray++;
         else {
             rgb++;
-            if (colormap_fit(CMAP_JET, &im, 0.08f) > 0.9) jet++;
+            double f0 = colormap_fit(maps[0], &im, tol), f1 = colormap_fit(maps[1], &im, tol);
+            if (f0 > need && f0 > f1) fits[0]++;
+            else if (f1 > need && f1 > f0) fits[1]++;
         }
         image_free(&im);
     }
-    if (rgb && jet == rgb) {
-        snprintf(why, whylen, "%d of %d sampled images are jet-coloured: inverting the colour map to 1 channel", jet, looked);
-        return 1;
-    }
+    for (int m = 0; m < 2; m++)
+        if (rgb && fits[m] == rgb) {
+            *cmap = maps[m];
+            snprintf(why, whylen, "%d of %d sampled images are %s-coloured: inverting the colour map to 1 channel", fits[m],
+                     looked, colormap_name(maps[m]));
+            return 1;
+        }
     if (!rgb && gray) {
         snprintf(why, whylen, "sampled images are grayscale: 1 channel");
         return 1;
     }
-    snprintf(why, whylen, "%d of %d sampled RGB images do not follow the jet map: keeping 3 channels", rgb - jet, rgb);
+    snprintf(why, whylen, "%d of %d sampled RGB images follow neither jet nor viridis: keeping 3 channels",
+             rgb - fits[0] - fits[1], rgb);
     return 3;
 }
 

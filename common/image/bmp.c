@@ -55,7 +55,8 @@ static int check_header(const BmpHeader *h, size_t len, const char *src, int *nc
     *ncolors = h->bpp == 8 && h->colors == 0 ? 256 : (int)h->colors;  // 0 means "all 2^bpp" for a palette image
     size_t palette_end = (size_t)FILE_HEADER + h->info_size + 4 * (size_t)*ncolors;
     if (palette_end > h->offset)
-        return errf(err, errlen, "%s: the %d-colour palette ends at byte %zu, past the pixel data offset %u", src, *ncolors, palette_end, h->offset);
+        return errf(err, errlen, "%s: the headers%s end at byte %zu, past the pixel data offset %u", src,
+                    *ncolors ? " and palette" : "", palette_end, h->offset);
     *stride = ((size_t)h->width * (size_t)h->bpp + 31) / 32 * 4;
     size_t need = *stride * (size_t)H;
     if (h->offset > len || need > len - h->offset)

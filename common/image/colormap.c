@@ -17,7 +17,7 @@
 // half-diagonal h, with d* the distance from c to its nearest segment, any point p of the cell has
 // a segment within d* + h, and every segment within that of p lies within d* + 2h of c (distance
 // to a set is 1-Lipschitz); so the list holds the segments within d* + 2h of c. Lists are built
-// once per map (a few ms), first on a coarse grid, then each fine cell filters its coarse parent's
+// once per map (a few ms for jet, tens for viridis), first on a coarse grid, then each fine cell filters its coarse parent's
 // list (the same argument applies).
 #include <math.h>
 #include <pthread.h>
@@ -160,6 +160,7 @@ void colormap_apply(Colormap c, float v, float rgb[3]) {
 }
 
 int colormap_render(Colormap c, const Image *gray, Image *rgb) {
+    if (rgb == gray) return -1;  // rgb is overwritten; it must be another Image
     memset(rgb, 0, sizeof(*rgb));
     if (!gray || !gray->data || gray->C != 1 || image_alloc(rgb, 3, gray->H, gray->W) != 0) return -1;
     rgb->bits = gray->bits;
@@ -175,14 +176,14 @@ int colormap_render(Colormap c, const Image *gray, Image *rgb) {
 
 // ---------------------------------------------------------------- inverse
 
-#define MAX_VERTICES 256
+#define MAX_SEGMENTS 255  // viridis: 256 entries; segment numbers fit a uint8_t
 
 typedef struct {
     int n;                          // segments; segment i joins vertices i and i + 1
-    float a[MAX_VERTICES][3];       // (n, 3) start colour
-    float ab[MAX_VERTICES][3];      // (n, 3) end - start
-    float inv_len2[MAX_VERTICES];   // (n) 1 / |ab|^2, 0 on a flat stretch
-    float v0[MAX_VERTICES], dv[MAX_VERTICES];  // (n) v at the start, v(end) - v(start)
+    float a[MAX_SEGMENTS][3];       // (n, 3) start colour
+    float ab[MAX_SEGMENTS][3];      // (n, 3) end - start
+    float inv_len2[MAX_SEGMENTS];   // (n) 1 / |ab|^2, 0 on a flat stretch
+    float v0[MAX_SEGMENTS], dv[MAX_SEGMENTS];  // (n) v at the start, v(end) - v(start)
     uint32_t *cell;                 // (GRID^3 + 1) offsets into cand
     uint8_t *cand;                  // candidate segments of every cell, cell after cell, nearest the centre first
     float *cdist;                   // distance from the cell centre to each candidate (ascending within a cell)
@@ -213,12 +214,12 @@ static int breakpoints(Colormap c, double *v) {
             break;
         case CMAP_GRAY: v[n++] = 0, v[n++] = 1; break;
     }
-    CHECK(n >= 2 && n <= MAX_VERTICES + 1, "colormap %s: %d breakpoints", colormap_name(c), n);
+    CHECK(n >= 2 && n <= MAX_SEGMENTS + 1, "colormap %s: %d breakpoints", colormap_name(c), n);
     return n;
 }
 
 static void inverse_segments(Inverse *t, Colormap c) {
-    double v[MAX_VERTICES + 1 + 16];
+    double v[MAX_SEGMENTS + 1];  // viridis' 256 entries; jet's 16 before duplicates go
     int nv = breakpoints(c, v);
     float prev[3], cur[3];
     colormap_apply(c, (float)v[0], prev);
@@ -249,7 +250,7 @@ static inline float seg_dist2(const Inverse *t, int i, const float p[3], float *
 // Segments among from[0..nfrom) within d* + 2h of the centre of cell (x, y, z) of a G^3 grid,
 // nearest first, with their distances from the centre in dist.
 static int cell_candidates(uint8_t *out, float *dist, const Inverse *t, const uint8_t *from, int nfrom, int G, int x, int y, int z) {
-    float ctr[3] = {(x + 0.5f) / G, (y + 0.5f) / G, (z + 0.5f) / G}, best = INFINITY, s, d[MAX_VERTICES];
+    float ctr[3] = {(x + 0.5f) / G, (y + 0.5f) / G, (z + 0.5f) / G}, best = INFINITY, s, d[MAX_SEGMENTS];
     for (int i = 0; i < nfrom; i++) best = fminf(best, d[i] = seg_dist2(t, from[i], ctr, &s));
     float lim = sqrtf(best) + sqrtf(3.0f) / G * 1.0001f + 1e-6f;  // d* + 2h, widened for rounding
     lim *= lim;
@@ -268,7 +269,7 @@ static int cell_candidates(uint8_t *out, float *dist, const Inverse *t, const ui
 
 static void inverse_grid(Inverse *t) {
     enum { NC = COARSE * COARSE * COARSE, NF = GRID * GRID * GRID, SUB = GRID / COARSE };
-    uint8_t all[MAX_VERTICES];
+    uint8_t all[MAX_SEGMENTS];
     for (int i = 0; i < t->n; i++) all[i] = (uint8_t)i;
     uint8_t *coarse = xmalloc((size_t)NC * (size_t)t->n);  // (NC, n) lists
     float *cdist = xmalloc((size_t)NC * (size_t)t->n * sizeof(float));
@@ -349,6 +350,7 @@ static float invert_one(const Inverse *t, const float px[3], float *d2) {
 }
 
 int colormap_invert(Colormap c, const Image *rgb, Image *gray) {
+    if (gray == rgb) return -1;  // gray is overwritten; it must be another Image
     memset(gray, 0, sizeof(*gray));
     if (!rgb || !rgb->data || rgb->C != 3) return -1;
     const Inverse *t = inverse_table(c);
@@ -363,6 +365,7 @@ int colormap_invert(Colormap c, const Image *rgb, Image *gray) {
     return 0;
 }
 
+// tol is a Euclidean distance in RGB with channels in [0, 1] (0.1 = about 26 levels of 255).
 double colormap_fit(Colormap c, const Image *rgb, float tol) {
     if (!rgb || !rgb->data || rgb->C != 3) return -1.0;
     const Inverse *t = inverse_table(c);

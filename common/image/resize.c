@@ -123,6 +123,7 @@ static void resize_cols(float *out, const float *in, const Taps *t, int C, int H
 }
 
 int image_resize(const Image *src, Image *dst, int H, int W, ResizeMode mode) {
+    if (dst == src) return -1;  // dst is overwritten; it must be another Image
     memset(dst, 0, sizeof(*dst));
     if (!src || !src->data || src->H <= 0 || src->W <= 0 || mode < RESIZE_AUTO || mode > RESIZE_LANCZOS) return -1;
     if (image_alloc(dst, src->C, H, W) != 0) return -1;

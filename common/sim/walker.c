@@ -33,6 +33,7 @@
 #define PHASE_WALK 0.15   // cycles: each centre's phase wanders by up to +- this per kinematic step
                           // (clothing and skin micro-motion), spreading its Doppler line and
                           // decorrelating the centres between frames: speckle
+#define PART_JITTER 0.25  // per-sample log-normal amplitude gain of each part (sd, nepers: ~2 dB in power)
 #define RADAR_HEIGHT 1.0  // m above the ground
 #define RV_REF 1.2        // relative velocity of the reference walker gait_cycles is counted for
 
@@ -335,7 +336,7 @@ typedef struct {
     double radius_scale[NPART], range_ref, phase0;
     float along[NSCAT];  // each centre's place along its ellipsoid's axis, 0 .. 1
     float cos_around[NSCAT], sin_around[NSCAT];  // and around it, on the surface
-    float weight[NSCAT]; // Rayleigh amplitude weight, E[w^2] = 1
+    float weight[NSCAT]; // Rayleigh amplitude weight, E[w^2] = 1, times the sample's part gain
 } Scene;
 
 // Range (m) and amplitude of every scattering centre at time s (seconds into the window).
@@ -394,8 +395,8 @@ static uint64_t mix_traits(uint64_t h, const WalkerTraits *t) {
     return h;
 }
 
-// Builds the scene for one sample: per-sample jitter (speed, start phase, aspect, scattering
-// centres) drawn from r; returns the number of pulses in the window.
+// Builds the scene for one sample: per-sample jitter (speed, start phase, aspect) drawn from r;
+// returns the number of pulses in the window.
 static long scene_init(Scene *sc, const WalkerTraits *t, const RadarConfig *rc, Rng *r) {
     double speed = 0.95 + 0.10 * rng_uniform(r);
     sc->phase0 = rng_uniform(r);
@@ -405,12 +406,20 @@ static long scene_init(Scene *sc, const WalkerTraits *t, const RadarConfig *rc, 
     sc->radar = v3(0, 0, RADAR_HEIGHT);
     for (int p = 0; p < NPART; p++) sc->radius_scale[p] = t->height / 1.8 * pow(t->body_scale, PARTS[p].build);
     sc->range_ref = rc->range_m;
-    for (int q = 0; q < NSCAT; q++) {  // stratified along the axis, anywhere around it
-        sc->along[q] = ((float)(q % PTS_PER_PART) + rng_uniform(r)) / PTS_PER_PART;
-        float psi = (float)(2 * M_PI) * rng_uniform(r);
+    // the scattering centres belong to the person (body, clothing): drawn from the traits alone,
+    // the same in every sample; stratified along each axis, anywhere around it
+    Rng body;
+    rng_seed(&body, mix_traits(0x5ca77e75ULL, t));
+    for (int q = 0; q < NSCAT; q++) {
+        sc->along[q] = ((float)(q % PTS_PER_PART) + rng_uniform(&body)) / PTS_PER_PART;
+        float psi = (float)(2 * M_PI) * rng_uniform(&body);
         sc->cos_around[q] = cosf(psi);
         sc->sin_around[q] = sinf(psi);
-        sc->weight[q] = sqrtf(-logf(1.0f - rng_uniform(r)));
+        sc->weight[q] = sqrtf(-logf(1.0f - rng_uniform(&body)));
+    }
+    for (int p = 0; p < NPART; p++) {  // and vary between walks (clothing folds, posture)
+        float gain = expf(PART_JITTER * rng_normal(r));
+        for (int q = p * PTS_PER_PART; q < (p + 1) * PTS_PER_PART; q++) sc->weight[q] *= gain;
     }
     long N = (long)ceil(radar_window_s(rc) * rc->prf_hz);
     if (N < rc->window) N = rc->window;

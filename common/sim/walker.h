@@ -3,16 +3,18 @@
 // segments modelled as ellipsoids (Chen's micro-Doppler treatment); each segment's return uses
 // the ellipsoid radar cross-section; returns are summed coherently at the carrier, sampled at a
 // PRF above the limbs' Doppler, and turned into a spectrogram by an STFT (FFTW3).
-// Everything is deterministic from (user traits, sample seed).
+// Everything is deterministic from (user traits, sample seed); thread-safe. docs/simulator.md
+// has the equations, parameters and sources.
 #pragma once
 #include <stdint.h>
 
 typedef struct {       // fixed per synthetic user
     float height;      // m
-    float rel_speed;   // walking speed / leg length (Boulic's relative velocity), 0.5 .. 2
+    float rel_speed;   // walking speed / leg length (Boulic's relative velocity, 1/s), 0.5 .. 3;
+                       // above ~1.8 the toes exceed the default PRF / 2 and alias
     float arm_swing;   // gain on shoulder/elbow flexion amplitudes
     float asymmetry;   // left/right amplitude imbalance, e.g. 0.0 .. 0.2
-    float body_scale;  // ellipsoid radius scale (build)
+    float body_scale;  // build: ellipsoid radius scale (trunk ^2, limbs ^0)
     float aspect_deg;  // walking direction relative to the radar's line of sight: 0 = straight away
                        // from the radar (torso below 0 Hz, as in gait10), 180 = towards it
 } WalkerTraits;
@@ -35,7 +37,8 @@ RadarConfig radar_default(void);
 // deterministic traits for user `index` of a set generated with `seed`
 void walker_traits(WalkerTraits *t, uint64_t seed, int index);
 // one spectrogram (H rows = Doppler, top = positive; W columns = time) in [0, 1] (dB scaled to
-// the floor), jittered per sample (speed, start phase, noise) from sample_seed; out: (H, W)
+// the floor), jittered per sample (speed +-5 %, start phase, aspect +-3 deg, part RCS, micro-motion,
+// noise) from sample_seed; out: (H, W)
 void walker_spectrogram(float *out, int H, int W, const WalkerTraits *t, const RadarConfig *rc,
                         uint64_t sample_seed);
 // what the model makes of the traits (before per-sample jitter): walking speed V = RV * leg length
