@@ -351,7 +351,7 @@ int zsock_wait_peers(void *sock, int n, int timeout_ms) {
     static int counter;
     char ep[64];
     snprintf(ep, sizeof(ep), "inproc://doppel-monitor-%d", __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
-    if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_CONNECTED) != 0) return -1;
+    if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0) return -1;
     void *mon = zmq_socket(zsock_context(), ZMQ_PAIR);
     if (!mon || zmq_connect(mon, ep) != 0) {
         if (mon) zmq_close(mon);
@@ -368,7 +368,7 @@ int zsock_wait_peers(void *sock, int n, int timeout_ms) {
         if (zmq_msg_recv(&m, mon, 0) >= 6) {
             uint16_t ev;
             memcpy(&ev, zmq_msg_data(&m), 2);
-            if (ev == ZMQ_EVENT_ACCEPTED || ev == ZMQ_EVENT_CONNECTED) peers++;
+            if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) peers++;
         }
         while (zmq_msg_more(&m)) {
             zmq_msg_close(&m);

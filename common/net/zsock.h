@@ -41,7 +41,8 @@ void received_release(Received *r);
 // waits on several sockets; returns the index of one that is readable, -1 on timeout/interrupt
 int zsock_poll_in(void **socks, int n, int timeout_ms);
 
-// Waits until n peers have connected to (or been connected by) sock, counting ZMQ_EVENT_ACCEPTED
-// and ZMQ_EVENT_CONNECTED on a socket monitor. Call it right after zsock_open. Returns 0, or -1
+// Waits until n peers have connected to (or been connected by) sock and finished the ZMTP
+// handshake (ZMQ_EVENT_HANDSHAKE_SUCCEEDED on a socket monitor: only then does a PUSH socket
+// include the peer in its round robin; a TCP accept alone is too early). Call it right after zsock_open. Returns 0, or -1
 // on timeout (timeout_ms, -1 forever) or interruption.
 int zsock_wait_peers(void *sock, int n, int timeout_ms);
