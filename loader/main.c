@@ -165,16 +165,6 @@ static void source_cache(Source *s) {
             dt > 0 ? s->n / dt : 0.0, omp_get_max_threads());
 }
 
-// circular shift along time (the W axis) by `shift` columns
-static void roll_time(float *x, int C, int R, int shift, float *tmp) {
-    for (int c = 0; c < C; c++)
-        for (int h = 0; h < R; h++) {
-            float *row = x + ((size_t)c * R + h) * R;
-            for (int w = 0; w < R; w++) tmp[(w + shift) % R] = row[w];
-            memcpy(row, tmp, (size_t)R * sizeof(float));
-        }
-}
-
 // ---- streaming ----
 static json_t *stream_meta(const Options *o, const Source *s, int epoch) {
     json_t *users = json_array();
@@ -242,7 +232,7 @@ static int stream(const Options *o, Source *s) {
                 float *dst = img + (size_t)got * s->per;
                 if (s->cache) memcpy(dst, s->cache + (size_t)k * s->per, s->per * sizeof(float));
                 else if (got != i) memmove(dst, img + (size_t)i * s->per, s->per * sizeof(float));
-                if (o->augment) roll_time(dst, C, R, (int)rng_below(&rng, (uint32_t)R), tmp);
+                if (o->augment) augment_time_shift(dst, C, R, R, (int)rng_below(&rng, (uint32_t)R), tmp);
                 label[got] = label[i], seed[got] = seed[i];
                 got++;
             }

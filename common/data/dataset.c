@@ -265,3 +265,13 @@ int preprocess_sample(const Dataset *ds, int index, const Preprocess *pp, float 
     image_free(&im), image_free(&mag), image_free(&sized);
     return rc;
 }
+
+void augment_time_shift(float *x, int C, int H, int W, int shift, float *tmp) {
+    shift = ((shift % W) + W) % W;
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < H; h++) {
+            float *row = x + ((size_t)c * H + h) * W;
+            for (int w = 0; w < W; w++) tmp[(w + shift) % W] = row[w];
+            memcpy(row, tmp, (size_t)W * sizeof(float));
+        }
+}

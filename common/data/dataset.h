@@ -50,4 +50,8 @@ typedef struct {
 // Looks at up to 8 images: jet-coloured RGB -> channels 1 with jet; gray -> 1; other RGB -> 3.
 // Returns the channel count it would pick and sets *cmap; fills why with a one-line reason.
 int dataset_guess_channels(const Dataset *ds, Colormap *cmap, char *why, size_t whylen);
+// Training augmentation that respects the physics: a circular shift along time (the W axis) by
+// `shift` columns. The Doppler axis is never flipped (that would reverse walking direction).
+// x (C, H, W); tmp holds W floats.
+void augment_time_shift(float *x, int C, int H, int W, int shift, float *tmp);
 int preprocess_sample(const Dataset *ds, int index, const Preprocess *pp, float *out, char *err, size_t errlen);
