@@ -1,7 +1,7 @@
 // test_image.c: the image readers and writer (every PNG colour type and bit depth, JPEG, BMP, a
 // corpus of malformed files), resizing (exact box means, torch's bilinear, constant images), and
 // the colour maps (matplotlib's tables, inversion on clean, 8-bit and JPEG-compressed renders, and
-// on the real gait10 spectrograms when /work/shared/data/gait10 or $DOPPEL_GAIT10 is there).
+// on the real gait10 spectrograms when ../shared/data/gait10 or $DOPPEL_GAIT10 is there).
 // The corpus files are written by tests/corpus/images/make_images.py from the same formulas as
 // pattern8/pattern16/palette_rgb below.
 #include <dirent.h>
@@ -904,7 +904,7 @@ static void test_colormap_speed(void) {
 
 static const char *gait10_dir(void) {
     const char *d = getenv("DOPPEL_GAIT10");
-    return d ? d : "/work/shared/data/gait10";
+    return d ? d : "../shared/data/gait10";  // shared/ sits beside the checkout
 }
 
 static void test_gait10_spectrograms(void) {

@@ -15,7 +15,7 @@
 #include "testlib.h"
 #include "wire/frame.h"
 
-#define GAIT10 "../shared/data/gait10"
+#define GAIT10 (getenv("DOPPEL_GAIT10") ? getenv("DOPPEL_GAIT10") : "../shared/data/gait10")
 
 static void ep(char *buf, size_t n, const char *prefix, int port) { snprintf(buf, n, "%stcp://127.0.0.1:%d", prefix, port); }
 
@@ -227,7 +227,7 @@ static void test_real_gait10(void) {
         for (size_t u = 0; u < json_array_size(per); u++) {  // counts agree with the folders
             json_t *e = json_array_get(per, u);
             char dir[512];
-            snprintf(dir, sizeof(dir), GAIT10 "/%s", json_string_value(json_object_get(e, "user")));
+            snprintf(dir, sizeof(dir), "%s/%s", GAIT10, json_string_value(json_object_get(e, "user")));
             int files = 0;
             DIR *d = opendir(dir);
             for (struct dirent *de; d && (de = readdir(d));) files += strstr(de->d_name, ".jpg") != NULL;
