@@ -14,7 +14,9 @@ CFLAGS  := -std=gnu11 $(OPT) $(SAN) -fopenmp -Wall -Wextra -Werror -Wno-unused-p
 comma := ,
 OPENBLAS_OMP := /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS_LIBS := $(if $(wildcard $(OPENBLAS_OMP)/libopenblas.so),-L$(OPENBLAS_OMP) -Wl$(comma)-rpath$(comma)$(OPENBLAS_OMP),) -lopenblas
-LDLIBS  := $(BLAS_LIBS) -lzmq -lmsgpackc -lpng -ljpeg -lfftw3f -ljansson -lm
+# PLplot (plots in reports): what pkg-config says, else the plain library
+PLPLOT_LIBS := $(or $(shell pkg-config --libs plplot 2>/dev/null),-lplplot)
+LDLIBS  := $(BLAS_LIBS) -lzmq -lmsgpackc -lpng -ljpeg -lfftw3f $(PLPLOT_LIBS) -ljansson -lm
 LDFLAGS := $(SAN) -fopenmp -Wl,--undefined=blas_init  # always link common/blas.c's constructor
 
 # ---- what is here ----
@@ -46,9 +48,13 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BINDIR)/doppel-%: $(BUILD)/%/main.o $(LIB)
+# a stage's binary links every .c in its folder (main.c plus stage-specific files)
+define stage_rule
+$(BINDIR)/doppel-$(1): $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)/*.c)) $(LIB)
 	@mkdir -p $(BINDIR)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $$^ $(LDLIBS) -o $$@
+endef
+$(foreach s,$(STAGES),$(eval $(call stage_rule,$(s))))
 
 $(BINDIR)/doppel-%: $(BUILD)/tools/%/main.o $(LIB)
 	@mkdir -p $(BINDIR)

@@ -1,5 +1,9 @@
-"""Op-level reference fixtures: tests/fixtures/op_*.safetensors."""
+"""Op-level reference fixtures: tests/fixtures/op_*.safetensors.
+
+Usage: ops.py [NAME ...]   with names, writes only those fixtures (e.g. ops.py op_ssim_loss).
+"""
 import math
+import sys
 import zlib
 
 import torch
@@ -14,8 +18,13 @@ def seed(name):
     torch.manual_seed(zlib.crc32(name.encode()))
 
 
+ONLY = set(sys.argv[1:])  # fixture names to write; empty: all
+
+
 def case(name, inputs, fn, cfg, extra=None, scalar=False):
     """Run fn(**inputs) -> out (or (out, extras)); backward of sum(out*dout) (or of out if scalar)."""
+    if ONLY and name not in ONLY:
+        return
     res = fn(**inputs)
     aux = {}
     if isinstance(res, tuple):
@@ -161,6 +170,62 @@ def main():
     labels = torch.tensor([0, 3, 3, 1], dtype=torch.int32)
     case(n, {"logits": randn(4, 5, grad=True)}, lambda logits: F.cross_entropy(logits, labels.long()),
          {"classes": 5, "reduction": "mean"}, extra={"labels": labels}, scalar=True)
+
+
+    losses2_cases()
+
+
+def gaussian_window(size, sigma):
+    """pytorch_msssim's _fspecial_gauss_1d, in float64."""
+    coords = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(coords ** 2) / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def gaussian_filter_valid(x, g):
+    """pytorch_msssim's gaussian_filter: separable depthwise conv, no padding ('valid')."""
+    C = x.shape[1]
+    x = F.conv2d(x, g.view(1, 1, 1, -1).repeat(C, 1, 1, 1), groups=C)
+    return F.conv2d(x, g.view(1, 1, -1, 1).repeat(C, 1, 1, 1), groups=C)
+
+
+def ssim_loss(pred, target, data_range, win_size=11, win_sigma=1.5, K=(0.01, 0.03)):
+    """1 - pytorch_msssim.ssim(pred, target, data_range, size_average=True, win_size, win_sigma, K),
+    written out (pytorch_msssim is not needed), in float64."""
+    X, Y = pred.double(), target.double()
+    g = gaussian_window(win_size, win_sigma)
+    C1, C2 = (K[0] * data_range) ** 2, (K[1] * data_range) ** 2
+    mu1, mu2 = gaussian_filter_valid(X, g), gaussian_filter_valid(Y, g)
+    s11 = gaussian_filter_valid(X * X, g) - mu1 ** 2
+    s22 = gaussian_filter_valid(Y * Y, g) - mu2 ** 2
+    s12 = gaussian_filter_valid(X * Y, g) - mu1 * mu2
+    cs_map = (2 * s12 + C2) / (s11 + s22 + C2)
+    ssim_map = ((2 * mu1 * mu2 + C1) / (mu1 ** 2 + mu2 ** 2 + C1)) * cs_map
+    return 1.0 - torch.flatten(ssim_map, 2).mean(-1).mean()
+
+
+def spectral_loss(pred, target):
+    """mean |log1p|fft2(pred)| - log1p|fft2(target)||, in float64."""
+    a = torch.log1p(torch.fft.fft2(pred.double()).abs())
+    b = torch.log1p(torch.fft.fft2(target.double()).abs())
+    return (a - b).abs().mean()
+
+
+def losses2_cases():
+    n = "op_ssim_loss"
+    seed(n)
+    pred = (torch.rand(2, 2, 16, 16) * 2 - 1).requires_grad_(True)
+    target = (0.6 * pred.detach() + 0.4 * (torch.rand(2, 2, 16, 16) * 2 - 1)).clamp(-1, 1)
+    case(n, {"pred": pred}, lambda pred: ssim_loss(pred, target, 2.0),
+         {"data_range": 2.0, "win_size": 11, "win_sigma": 1.5, "K": [0.01, 0.03]},
+         extra={"target": target}, scalar=True)
+
+    n = "op_spectral_loss"
+    seed(n)
+    pred = randn(2, 1, 16, 16, grad=True)
+    target = randn(2, 1, 16, 16)
+    case(n, {"pred": pred}, lambda pred: spectral_loss(pred, target),
+         {"fft": "fft2", "norm": "backward", "reduction": "mean"}, extra={"target": target}, scalar=True)
 
 
 if __name__ == "__main__":
