@@ -41,7 +41,8 @@ static const char *USAGE =
     "       [--warmup 100] [--schedule cosine|constant|constant_with_warmup|linear] [--accum A (1)]\n"
     "       [--loss l1|mse (l1)] [--kl-weight B (1e-6)] [--ssim-weight W (0)] [--spectral-weight W (0)]\n"
     "       [--weight-decay 0.01] [--clip 1.0] [--ema DECAY (off)] [--save-every K (500)] [--resume]\n"
-    "       [--metrics FILE (DIR/metrics.jsonl)] [--seed S] [--threads N]\n"
+    "       [--metrics FILE (DIR/metrics.jsonl)] [--seed S] [--threads N] [--stop-at K]\n"
+    "       (--stop-at: checkpoint and stop after step K, keeping the schedule of --steps)\n"
     "       Checkpoints are diffusers folders (atomic) + training_state.safetensors; --resume\n"
     "       continues exactly, skipping the stream batches already consumed. At the end the latent\n"
     "       scaling factor (1/std of the latents) is measured and written to config.json.\n"
@@ -53,7 +54,7 @@ static const char *USAGE =
 
 typedef struct {
     const char *in, *out, *vae, *preset, *metrics, *cache;
-    int steps, warmup, accum, save_every, resume, threads, sample, mse;
+    int steps, warmup, accum, save_every, resume, threads, sample, mse, stop_at;
     double lr, kl, ssim_w, spec_w, wd, clip, ema;
     uint64_t seed;
     LrSchedule sched;
@@ -67,7 +68,7 @@ static Options parse(int argc, char **argv, int train) {
         {"lr", 1, 0, 'l'}, {"warmup", 1, 0, 'w'}, {"schedule", 1, 0, 'S'}, {"accum", 1, 0, 'a'}, {"loss", 1, 0, 'L'},
         {"kl-weight", 1, 0, 'k'}, {"ssim-weight", 1, 0, 's'}, {"spectral-weight", 1, 0, 'f'}, {"weight-decay", 1, 0, 'd'},
         {"clip", 1, 0, 'c'}, {"ema", 1, 0, 'e'}, {"save-every", 1, 0, 'K'}, {"resume", 0, 0, 'r'}, {"metrics", 1, 0, 'm'},
-        {"seed", 1, 0, 'x'}, {"threads", 1, 0, 't'}, {"cache", 1, 0, 'C'}, {"sample", 0, 0, 'P'}, {"help", 0, 0, 'h'},
+        {"seed", 1, 0, 'x'}, {"threads", 1, 0, 't'}, {"cache", 1, 0, 'C'}, {"sample", 0, 0, 'P'}, {"stop-at", 1, 0, 'T'}, {"help", 0, 0, 'h'},
         {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -99,6 +100,7 @@ static Options parse(int argc, char **argv, int train) {
         case 't': o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
         case 'C': o.cache = optarg; break;
         case 'P': o.sample = 1; break;
+        case 'T': o.stop_at = (int)cli_parse_long(TOOL, "--stop-at", optarg, 1, 100000000); break;
         case 'h': fputs(USAGE, stdout); exit(EXIT_OK);
         case 'V': cli_print_version(TOOL); exit(EXIT_OK);
         default: cli_usage_error(TOOL, "unknown option for '%s'", argv[0]);
@@ -245,7 +247,8 @@ static int train(Options o) {
     int fails = 0, rc = EXIT_OK;
     fprintf(stderr, "doppel-encoder: %s VAE (%zu parameters) on %dx%dx%d, %d steps x %d batch(es) of %d\n", o.preset,
             params_count_floats(&m->ps), C, H, W, o.steps, o.accum, (int)img->shape[0]);
-    while (opt.step < o.steps && !zsock_interrupted()) {
+    int stop = o.stop_at && o.stop_at < o.steps ? o.stop_at : o.steps;
+    while (opt.step < stop && !zsock_interrupted()) {
         params_zero_grad(&m->ps);
         TrainLosses sum = {0};
         int ok = 1;
@@ -291,12 +294,13 @@ static int train(Options o) {
             snprintf(extra, sizeof(extra), "loss %.4f rec %.4f", sum.total, sum.rec);
             progress_update(&p, opt.step, extra);
         }
-        if (opt.step % o.save_every == 0 || opt.step == o.steps) {
+        if (opt.step % o.save_every == 0 || opt.step == stop) {
             meta.step = opt.step, meta.rng = rng;
             if (vae_folder_save(&v, o.vae, 0, err, sizeof(err)) || checkpoint_save_state(o.vae, &m->ps, &meta, err, sizeof(err)))
                 fprintf(stderr, "doppel-encoder: checkpoint failed: %s\n", err), rc = EXIT_RUNTIME;
             loss_history_plot(&hist, o.vae);
         }
+        if (opt.step >= stop) break;
         if (!next_images(&in, &img, &lab, &sd)) {
             if (opt.step < o.steps) fprintf(stderr, "doppel-encoder: the stream ended at step %lld\n", (long long)opt.step);
             break;
