@@ -20,6 +20,7 @@
 #include "optim/clip.h"
 #include "optim/ema.h"
 #include "optim/lr_schedule.h"
+#include "models/patch_disc.h"
 #include "models/vae_train.h"
 #include "wire/frame.h"
 
@@ -43,6 +44,9 @@ static const char *USAGE =
     "       [--weight-decay 0.01] [--clip 1.0] [--ema DECAY (off)] [--save-every K (500)] [--resume]\n"
     "       [--metrics FILE (DIR/metrics.jsonl)] [--seed S] [--threads N] [--stop-at K]\n"
     "       (--stop-at: checkpoint and stop after step K, keeping the schedule of --steps)\n"
+    "       [--disc-weight W (0: off)] [--disc-start N (steps/2)] [--disc-adaptive] [--disc-lr LR]\n"
+    "       a patch discriminator (hinge loss) from step N, as Stable Diffusion's autoencoder training;\n"
+    "       its weights and optimizer state live in DIR/discriminator/\n"
     "       Checkpoints are diffusers folders (atomic) + training_state.safetensors; --resume\n"
     "       continues exactly, skipping the stream batches already consumed. At the end the latent\n"
     "       scaling factor (1/std of the latents) is measured and written to config.json.\n"
@@ -54,21 +58,22 @@ static const char *USAGE =
 
 typedef struct {
     const char *in, *out, *vae, *preset, *metrics, *cache;
-    int steps, warmup, accum, save_every, resume, threads, sample, mse, stop_at;
-    double lr, kl, ssim_w, spec_w, wd, clip, ema;
+    int steps, warmup, accum, save_every, resume, threads, sample, mse, stop_at, disc_start, disc_adaptive;
+    double lr, kl, ssim_w, spec_w, wd, clip, ema, disc_w, disc_lr;
     uint64_t seed;
     LrSchedule sched;
 } Options;
 
 static Options parse(int argc, char **argv, int train) {
-    Options o = {.preset = "small", .steps = 2000, .warmup = 100, .accum = 1, .save_every = 500, .lr = 1e-4,
+    Options o = {.preset = "small", .steps = 2000, .disc_start = -1, .warmup = 100, .accum = 1, .save_every = 500, .lr = 1e-4,
                  .kl = 1e-6, .wd = 0.01, .clip = 1.0, .sched = LR_COSINE_WARMUP};
     static const struct option opts[] = {
         {"in", 1, 0, 'i'}, {"out", 1, 0, 'o'}, {"vae", 1, 0, 'v'}, {"preset", 1, 0, 'p'}, {"steps", 1, 0, 'n'},
         {"lr", 1, 0, 'l'}, {"warmup", 1, 0, 'w'}, {"schedule", 1, 0, 'S'}, {"accum", 1, 0, 'a'}, {"loss", 1, 0, 'L'},
         {"kl-weight", 1, 0, 'k'}, {"ssim-weight", 1, 0, 's'}, {"spectral-weight", 1, 0, 'f'}, {"weight-decay", 1, 0, 'd'},
         {"clip", 1, 0, 'c'}, {"ema", 1, 0, 'e'}, {"save-every", 1, 0, 'K'}, {"resume", 0, 0, 'r'}, {"metrics", 1, 0, 'm'},
-        {"seed", 1, 0, 'x'}, {"threads", 1, 0, 't'}, {"cache", 1, 0, 'C'}, {"sample", 0, 0, 'P'}, {"stop-at", 1, 0, 'T'}, {"help", 0, 0, 'h'},
+        {"seed", 1, 0, 'x'}, {"threads", 1, 0, 't'}, {"cache", 1, 0, 'C'}, {"sample", 0, 0, 'P'}, {"stop-at", 1, 0, 'T'}, {"disc-weight", 1, 0, 'D'}, {"disc-start", 1, 0, 'B'},
+        {"disc-adaptive", 0, 0, 'A'}, {"disc-lr", 1, 0, 'R'}, {"help", 0, 0, 'h'},
         {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -100,6 +105,10 @@ static Options parse(int argc, char **argv, int train) {
         case 't': o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
         case 'C': o.cache = optarg; break;
         case 'P': o.sample = 1; break;
+        case 'D': o.disc_w = cli_parse_double(TOOL, "--disc-weight", optarg, 0, 1e6); break;
+        case 'B': o.disc_start = (int)cli_parse_long(TOOL, "--disc-start", optarg, 0, 100000000); break;
+        case 'A': o.disc_adaptive = 1; break;
+        case 'R': o.disc_lr = cli_parse_double(TOOL, "--disc-lr", optarg, 0, 10); break;
         case 'T': o.stop_at = (int)cli_parse_long(TOOL, "--stop-at", optarg, 1, 100000000); break;
         case 'h': fputs(USAGE, stdout); exit(EXIT_OK);
         case 'V': cli_print_version(TOOL); exit(EXIT_OK);
@@ -164,6 +173,25 @@ static Tensor image_tensor(Ctx *ctx, const WireTensor *t) {
     return x;
 }
 
+// the doppel block records how far training got and the user table of the data
+static void note_progress(VaeFolder *v, int64_t step, json_t *users) {
+    json_t *d = vae_folder_doppel(v);
+    if (!d) return;
+    json_object_set_new(d, "step", json_integer(step));
+    if (users) json_object_set(d, "users", users);
+}
+
+static void save_disc(PatchDiscriminator *d, const char *dir, int64_t step, const Rng *rng) {
+    char err[512];
+    json_t *cfg = json_pack("{s:s, s:i, s:i, s:s}", "_class_name", "NLayerDiscriminator", "ndf", 32, "n_layers", 3,
+                            "norm", "GroupNorm");
+    TrainMeta meta = {step, *rng};
+    if (checkpoint_save_model(dir, &d->ps, d->ps.data, cfg, err, sizeof(err)) ||
+        checkpoint_save_state(dir, &d->ps, &meta, err, sizeof(err)))
+        fprintf(stderr, "doppel-encoder: discriminator checkpoint failed: %s\n", err);
+    json_decref(cfg);
+}
+
 // ---- train ----
 static int train(Options o) {
     char err[512], path[4096];
@@ -218,6 +246,27 @@ static int train(Options o) {
             if (!next_images(&in, &img, &lab, &sd)) return fprintf(stderr, "doppel-encoder: stream ended while skipping\n"), EXIT_RUNTIME;
         if (meta.step > 0 && !next_images(&in, &img, &lab, &sd)) return EXIT_RUNTIME;
     }
+    // the optional patch discriminator, with its own optimizer (betas 0.5, 0.9 as taming)
+    PatchDiscriminator disc;
+    AdamW dopt;
+    DiscLossConfig dc = {0};
+    char dpath[4096];
+    snprintf(dpath, sizeof(dpath), "%s/discriminator", o.vae);
+    if (o.disc_w > 0) {
+        patch_disc_build(&disc, C, 32, 3);
+        Rng drng;  // its own stream: a resumed run must not shift the VAE's
+        rng_seed(&drng, o.seed + 0xd15c);
+        patch_disc_init(&disc, &drng);
+        adamw_init(&dopt, &disc.ps, (float)(o.disc_lr > 0 ? o.disc_lr : o.lr), 0.5f, 0.9f, 1e-8f, 0.0f);
+        dc = (DiscLossConfig){&disc, &dopt, (float)o.disc_w, o.disc_adaptive, dopt.lr, (float)o.clip,
+                              o.disc_start >= 0 ? o.disc_start : o.steps / 2};
+        TrainMeta dmeta;
+        if (resuming && stat(dpath, &st) == 0) {
+            if (checkpoint_load_model(dpath, &disc.ps, err, sizeof(err)) || checkpoint_load_state(dpath, &disc.ps, &dmeta, err, sizeof(err)))
+                return fprintf(stderr, "doppel-encoder: discriminator: %s\n", err), EXIT_RUNTIME;
+            dopt.step = dmeta.step;
+        }
+    }
     // the doppel block of config.json
     json_t *dop = json_object();
     json_object_set_new(dop, "channels", json_integer(C));
@@ -258,7 +307,7 @@ static int train(Options o) {
             arena_reset(&arena);
             Tensor x = image_tensor(&ctx, img);
             TrainLosses l;
-            Tensor mom = vae_train_step(&ctx, m, x, &lc, 1.0f / o.accum, &l);
+            Tensor mom = vae_train_step_disc(&ctx, m, x, &lc, o.disc_w > 0 ? &dc : NULL, opt.step, 1.0f / o.accum, &l);
             train_losses_add(&sum, &l, 1.0f / o.accum);
             if (opt.step >= scale_from) latent_stats_add(mom, m->cfg.latent_channels, &zsum, &zsq, &zn);
             if (a + 1 < o.accum) continue;
@@ -286,8 +335,9 @@ static int train(Options o) {
                 char line[512];
                 snprintf(line, sizeof(line),
                          "{\"step\":%lld,\"loss\":%.6g,\"rec\":%.6g,\"kl\":%.6g,\"ssim\":%.6g,\"spectral\":%.6g,"
-                         "\"grad_norm\":%.6g,\"lr\":%.6g}",
-                         (long long)opt.step, sum.total, sum.rec, sum.kl, sum.ssim, sum.spectral, norm, lr);
+                         "\"g_loss\":%.6g,\"d_loss\":%.6g,\"g_weight\":%.6g,\"grad_norm\":%.6g,\"lr\":%.6g}",
+                         (long long)opt.step, sum.total, sum.rec, sum.kl, sum.ssim, sum.spectral, sum.g_loss, sum.d_loss,
+                         sum.g_weight, norm, lr);
                 metrics_write(ml, line);
             }
             char extra[96];
@@ -296,6 +346,8 @@ static int train(Options o) {
         }
         if (opt.step % o.save_every == 0 || opt.step == stop) {
             meta.step = opt.step, meta.rng = rng;
+            note_progress(&v, opt.step, in.users);
+            if (o.disc_w > 0) save_disc(&disc, dpath, dopt.step, &rng);
             if (vae_folder_save(&v, o.vae, 0, err, sizeof(err)) || checkpoint_save_state(o.vae, &m->ps, &meta, err, sizeof(err)))
                 fprintf(stderr, "doppel-encoder: checkpoint failed: %s\n", err), rc = EXIT_RUNTIME;
             loss_history_plot(&hist, o.vae);
@@ -314,6 +366,8 @@ static int train(Options o) {
                 zn, m->cfg.scaling_factor);
     }
     meta.step = opt.step, meta.rng = rng;
+    note_progress(&v, opt.step, in.users);
+    if (o.disc_w > 0) save_disc(&disc, dpath, dopt.step, &rng), patch_disc_free(&disc);
     if (vae_folder_save(&v, o.vae, 0, err, sizeof(err)) || checkpoint_save_state(o.vae, &m->ps, &meta, err, sizeof(err)))
         fprintf(stderr, "doppel-encoder: final checkpoint failed: %s\n", err), rc = EXIT_RUNTIME;
     if (o.ema > 0) {

@@ -198,7 +198,8 @@ int checkpoint_save_model(const char *dir, const ParamSet *ps, const float *weig
     Group g = {"", (float *)weights};
     int rc = save_groups(wpath, ps, &g, 1, NULL, 0, meta, 1, err, errlen);
     // diffusers writes json.dumps(config, indent=2, sort_keys=True) + "\n"
-    char *s = rc == 0 ? json_dumps(config, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    // 9 significant digits round-trip float32 (jansson would print 0.18215000000000001)
+    char *s = rc == 0 ? json_dumps(config, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9)) : NULL;
     if (rc == 0 && !s) rc = errf(err, errlen, "file %s: could not encode the config as JSON", cpath);
     if (rc == 0) {
         size_t n = strlen(s);

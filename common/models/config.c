@@ -1,11 +1,23 @@
 // config.c: diffusers config.json <-> VaeConfig / UNetConfig, and doppel's presets (DESIGN.md).
 // Configurations doppel cannot run are refused with the key and value, never silently changed.
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../check.h"
 #include "models.h"
 
 #define DIFFUSERS_VERSION "0.28.2"
+
+// a float as the shortest decimal that reads back as the same float (1e-05, not 9.99999975e-06)
+static json_t *json_float(float f) {
+    char buf[32];
+    for (int p = 6; p <= 9; p++) {
+        snprintf(buf, sizeof(buf), "%.*g", p, (double)f);
+        if ((float)strtod(buf, NULL) == f) break;
+    }
+    return json_real(strtod(buf, NULL));
+}
 
 static json_t *int_array(const int *v, int n) {
     json_t *a = json_array();
@@ -112,7 +124,7 @@ json_t *vae_config_to_json(const VaeConfig *c) {
     json_object_set_new(j, "norm_num_groups", json_integer(c->norm_num_groups));
     json_object_set_new(j, "out_channels", json_integer(c->out_channels));
     json_object_set_new(j, "sample_size", json_integer(c->sample_size));
-    json_object_set_new(j, "scaling_factor", json_real(c->scaling_factor));
+    json_object_set_new(j, "scaling_factor", json_float(c->scaling_factor));
     json_object_set_new(j, "up_block_types", type_array("", "UpDecoderBlock2D", none, c->n_blocks, 0));
     return j;
 }
@@ -163,13 +175,13 @@ json_t *unet_config_to_json(const UNetConfig *c) {
     json_object_set_new(j, "down_block_types", type_array("AttnDownBlock2D", "DownBlock2D", c->attn, c->n_blocks, 0));
     json_object_set_new(j, "downsample_padding", json_integer(1));
     json_object_set_new(j, "downsample_type", json_string("conv"));
-    json_object_set_new(j, "dropout", json_real(c->dropout));
+    json_object_set_new(j, "dropout", json_float(c->dropout));
     json_object_set_new(j, "flip_sin_to_cos", json_boolean(c->flip_sin_to_cos));
-    json_object_set_new(j, "freq_shift", json_real(c->freq_shift));
+    json_object_set_new(j, "freq_shift", json_float(c->freq_shift));
     json_object_set_new(j, "in_channels", json_integer(c->in_channels));
     json_object_set_new(j, "layers_per_block", json_integer(c->layers_per_block));
-    json_object_set_new(j, "mid_block_scale_factor", json_real(c->mid_block_scale_factor));
-    json_object_set_new(j, "norm_eps", json_real(c->norm_eps));
+    json_object_set_new(j, "mid_block_scale_factor", json_float(c->mid_block_scale_factor));
+    json_object_set_new(j, "norm_eps", json_float(c->norm_eps));
     json_object_set_new(j, "norm_num_groups", json_integer(c->norm_num_groups));
     json_object_set_new(j, "num_class_embeds", c->num_class_embeds ? json_integer(c->num_class_embeds) : json_null());
     json_object_set_new(j, "num_train_timesteps", json_null());

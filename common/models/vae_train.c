@@ -6,10 +6,61 @@
 #include <string.h>
 
 #include "../check.h"
+#include "../ops/activations.h"
 #include "../ops/losses2.h"
 #include "../plot/plot.h"
 
+// ||d(loss)/d(l.weight)|| for the output gradient dout of conv layer l (its saved input, the
+// forward's), accumulated in double
+static float conv_weight_grad_norm(Ctx *ctx, const ParamSet *ps, const Conv2d *l, Tensor dout) {
+    Tensor x = l->in;
+    Conv2dDims d = {x.N, x.C, x.H, x.W, l->cout, l->k, l->stride, l->pad_t, l->pad_b, l->pad_l, l->pad_r};
+    size_t nw = (size_t)l->cout * l->cin * l->k * l->k;
+    float *dw = arena_zeros(ctx->arena, nw);
+    conv2d_backward(NULL, dw, NULL, dout.d, x.d, param_ptr(ps, l->weight), ctx_scratch(ctx, conv2d_scratch_floats(d)), d);
+    double ss = 0;
+    for (size_t i = 0; i < nw; i++) ss += (double)dw[i] * dw[i];
+    return (float)sqrt(ss);
+}
+
+// taming's calculate_adaptive_weight at the decoder's last layer: dy_rec and dy_g are the image
+// gradients of the image-space terms and of g, both times `scale` (> 0):
+// ||scale grad rec|| / (||scale grad g|| + scale 1e-4) = ||grad rec|| / (||grad g|| + 1e-4)
+static float adaptive_weight(Ctx *ctx, AutoencoderKL *m, Tensor dy_rec, Tensor dy_g, float scale) {
+    const Conv2d *last = &m->decoder.conv_out;
+    float rec = conv_weight_grad_norm(ctx, &m->ps, last, dy_rec);
+    float g = conv_weight_grad_norm(ctx, &m->ps, last, dy_g);
+    float w = rec / (g + 1e-4f * scale);
+    return w < 0.0f ? 0.0f : w > 1e4f ? 1e4f : w;
+}
+
+// The generator term g = -mean(D(y)) into dy (which holds the image-space terms' gradients), then
+// one discriminator step on x vs y
+static void adversarial_terms(Ctx *ctx, AutoencoderKL *m, Tensor x, Tensor y, Tensor dy, const DiscLossConfig *dc,
+                              float scale, TrainLosses *out) {
+    PatchDiscriminator *D = dc->disc;
+    CHECK(dc->disc_opt, "vae_train_step: a discriminator without an optimizer (disc_opt)");
+    Tensor logits = patch_disc_forward(ctx, D, y);                      // [N, 1, h, w]
+    size_t nl = tensor_numel(logits), n = tensor_numel(y);
+    out->g_loss = hinge_g_forward(logits.d, nl);
+    Tensor dlogits = ctx_zeros(ctx, logits.N, logits.C, logits.H, logits.W);
+    hinge_g_backward(dlogits.d, nl, scale);
+    Tensor dy_g = patch_disc_backward(ctx, D, dlogits);                 // [N, C, H, W] scale * dg/dy
+    params_zero_grad(&D->ps);                                           // D does not learn from g
+    float w = dc->disc_weight;
+    if (dc->disc_adaptive) w *= adaptive_weight(ctx, m, dy, dy_g, scale);
+    out->g_weight = w;
+    out->total += w * out->g_loss;
+    for (size_t i = 0; i < n; i++) dy.d[i] += w * dy_g.d[i];
+    out->d_loss = patch_disc_train_step(ctx, D, dc->disc_opt, dc->disc_lr, dc->disc_max_norm, x, y);
+}
+
 Tensor vae_train_step(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfig *lc, float scale, TrainLosses *out) {
+    return vae_train_step_disc(ctx, m, x, lc, NULL, 0, scale, out);
+}
+
+Tensor vae_train_step_disc(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfig *lc, const DiscLossConfig *dc,
+                           int64_t step, float scale, TrainLosses *out) {
     int L = m->cfg.latent_channels;
     Tensor mom = vae_encode(ctx, m, x);                   // [N, 2L, h, w]
     int N = mom.N, HW = mom.H * mom.W;
@@ -40,6 +91,7 @@ Tensor vae_train_step(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfi
         spectral_loss_backward(dy.d, cache, y.d, x.d, y.N, y.C, y.H, y.W, scale * lc->spectral_weight);
         out->total += lc->spectral_weight * out->spectral;
     }
+    if (dc && dc->disc && step >= dc->disc_start) adversarial_terms(ctx, m, x, y, dy, dc, scale, out);
     Tensor dz = vae_decode_backward(ctx, m, dy);
     Tensor dmom = ctx_zeros(ctx, mom.N, mom.C, mom.H, mom.W);
     gaussian_sample_backward(dmom.d, dz.d, mom.d, eps.d, N, L, HW);
@@ -53,6 +105,7 @@ Tensor vae_train_step(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfi
 void train_losses_add(TrainLosses *s, const TrainLosses *l, float w) {
     s->total += w * l->total, s->rec += w * l->rec, s->kl += w * l->kl;
     s->ssim += w * l->ssim, s->spectral += w * l->spectral;
+    s->g_loss += w * l->g_loss, s->d_loss += w * l->d_loss, s->g_weight += w * l->g_weight;
 }
 
 void latent_stats_add(Tensor mom, int L, double *sum, double *sumsq, double *n) {

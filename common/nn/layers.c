@@ -54,6 +54,15 @@ void conv2d_init(Conv2d *l, ParamSet *ps, const char *prefix, int cin, int cout,
     l->pad_t = l->pad_b = l->pad_l = l->pad_r = pad;
 }
 
+void conv2d_init_nobias(Conv2d *l, ParamSet *ps, const char *prefix, int cin, int cout, int k, int stride, int pad) {
+    memset(l, 0, sizeof(*l));
+    float bound = 1.0f / sqrtf((float)(cin * k * k));
+    l->weight = params_declare(ps, INIT_UNIFORM, bound, (int64_t[]){cout, cin, k, k, 0}, "%s.weight", prefix);
+    l->bias = -1;
+    l->cin = cin, l->cout = cout, l->k = k, l->stride = stride;
+    l->pad_t = l->pad_b = l->pad_l = l->pad_r = pad;
+}
+
 static Conv2dDims conv_dims(const Conv2d *l, Tensor x) {
     return (Conv2dDims){x.N, x.C, x.H, x.W, l->cout, l->k, l->stride, l->pad_t, l->pad_b, l->pad_l, l->pad_r};
 }

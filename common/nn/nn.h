@@ -45,6 +45,8 @@ typedef struct {
     Tensor in;
 } Conv2d;
 void conv2d_init(Conv2d *l, ParamSet *ps, const char *prefix, int cin, int cout, int k, int stride, int pad);
+// nn.Conv2d(..., bias=False): declares only "<prefix>.weight"; bias stays -1
+void conv2d_init_nobias(Conv2d *l, ParamSet *ps, const char *prefix, int cin, int cout, int k, int stride, int pad);
 Tensor conv2d_layer_forward(Ctx *ctx, Conv2d *l, Tensor x);
 Tensor conv2d_layer_backward(Ctx *ctx, Conv2d *l, Tensor dout);
 

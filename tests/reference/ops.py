@@ -173,6 +173,7 @@ def main():
 
 
     losses2_cases()
+    disc_cases()
 
 
 def gaussian_window(size, sigma):
@@ -226,6 +227,31 @@ def losses2_cases():
     target = randn(2, 1, 16, 16)
     case(n, {"pred": pred}, lambda pred: spectral_loss(pred, target),
          {"fft": "fft2", "norm": "backward", "reduction": "mean"}, extra={"target": target}, scalar=True)
+
+
+def disc_cases():
+    """LeakyReLU and the hinge GAN losses of taming's patch discriminator (common/ops/activations.h)."""
+    n = "op_leaky_relu"
+    seed(n)
+    x = torch.randn(2, 3, 4, 5)
+    x[0, 0, 0, :2] = 0.0  # PyTorch's gradient at 0 is the slope
+    case(n, {"x": x.requires_grad_(True)}, lambda x: F.leaky_relu(x, 0.2), {"negative_slope": 0.2})
+
+    n = "op_hinge_d"
+    seed(n)
+    real, fake = 1.5 * torch.randn(2, 1, 3, 3), 1.5 * torch.randn(2, 1, 3, 3)
+    real[0, 0, 0, 0], fake[0, 0, 0, 0] = 1.0, -1.0  # on the kinks: relu'(0) = 0
+
+    def hinge_d(logits_real, logits_fake):  # taming.modules.losses.vqperceptual.hinge_d_loss
+        return 0.5 * (torch.mean(F.relu(1.0 - logits_real)) + torch.mean(F.relu(1.0 + logits_fake)))
+
+    case(n, {"logits_real": real.requires_grad_(True), "logits_fake": fake.requires_grad_(True)}, hinge_d,
+         {"loss": "hinge_d_loss"}, scalar=True)
+
+    n = "op_hinge_g"
+    seed(n)
+    case(n, {"logits_fake": randn(2, 1, 3, 3, grad=True)}, lambda logits_fake: -torch.mean(logits_fake),
+         {"loss": "g_loss = -mean(logits_fake)"}, scalar=True)
 
 
 if __name__ == "__main__":
