@@ -96,7 +96,7 @@ static void fmt_rate(char *buf, size_t len, double rate, const char *unit) {
 
 // rate and ETA text for the current state
 static void stats(const Progress *p, double now, char *rate, size_t rlen, char *eta, size_t elen) {
-    double el = now - p->t_start, r = el > 0 ? (double)p->done / el : 0;
+    double el = now - p->t_start, r = el > 0 ? (double)(p->done - p->first) / el : 0;
     fmt_rate(rate, rlen, r, p->unit);
     if (p->total > 0 && r > 0 && p->done < p->total) fmt_duration(eta, elen, (double)(p->total - p->done) / r);
     else snprintf(eta, elen, "-");
@@ -134,6 +134,7 @@ static void log_line(Progress *p, double now, const char *extra) {
 }
 
 void progress_update(Progress *p, int64_t done, const char *extra) {
+    if (!p->started) p->started = 1, p->first = done > 0 ? done - 1 : 0;
     p->done = done;
     double now = cli_now();
     if (now - p->t_last < (p->tty ? TTY_REDRAW_S : LOG_EVERY_S)) return;
@@ -152,7 +153,7 @@ void progress_finish(Progress *p, const char *extra) {
         return;
     }
     double el = now - p->t_start;
-    fmt_rate(rate, sizeof(rate), el > 0 ? (double)p->done / el : 0, p->unit);
+    fmt_rate(rate, sizeof(rate), el > 0 ? (double)(p->done - p->first) / el : 0, p->unit);
     fmt_duration(took, sizeof(took), el);
     if (p->total > 0)
         fprintf(p->out, "%s: done, %lld/%lld %s in %s (%s)", p->label, (long long)p->done, (long long)p->total, p->unit,

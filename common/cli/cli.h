@@ -21,6 +21,8 @@ typedef struct {
     const char *label;
     int64_t total;  // 0 if unknown
     int64_t done;
+    int64_t first;  // count at the first update (a resumed run's rate counts only this run's work)
+    int started;
     double t_start, t_last;
     int tty;
     FILE *out;      // stderr
