@@ -118,13 +118,5 @@ int bmp_decode(const unsigned char *buf, size_t len, const char *src, Image *im,
 }
 
 int image_read_bmp(const char *path, Image *im, char *err, size_t errlen) {
-    memset(im, 0, sizeof(*im));
-    size_t len;
-    unsigned char *buf = image_slurp(path, &len, err, errlen);
-    if (!buf) return -1;
-    char src[1100];
-    snprintf(src, sizeof(src), "file %s", path);
-    int rc = bmp_decode(buf, len, src, im, err, errlen);
-    free(buf);
-    return rc;
+    return image_read_with(path, bmp_decode, im, err, errlen);
 }

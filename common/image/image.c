@@ -32,6 +32,18 @@ int image_check_size(int W, int H, const char *src, char *err, size_t errlen) {
     return 0;
 }
 
+int image_read_with(const char *path, ImageDecoder dec, Image *im, char *err, size_t errlen) {
+    memset(im, 0, sizeof(*im));
+    size_t len;
+    unsigned char *buf = image_slurp(path, &len, err, errlen);
+    if (!buf) return -1;
+    char src[1100];
+    snprintf(src, sizeof(src), "file %s", path);
+    int rc = dec(buf, len, src, im, err, errlen);
+    free(buf);
+    return rc;
+}
+
 unsigned char *image_slurp(const char *path, size_t *len, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {

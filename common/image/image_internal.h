@@ -16,6 +16,10 @@ int image_check_size(int W, int H, const char *src, char *err, size_t errlen);
 
 // Reads a whole file (images are small); malloc'd, *len set. NULL and "file <path>: ..." on failure.
 unsigned char *image_slurp(const char *path, size_t *len, char *err, size_t errlen);
+// a decoder of whole files in memory; src names the input in messages ("file PATH")
+typedef int (*ImageDecoder)(const unsigned char *buf, size_t len, const char *src, Image *im, char *err, size_t errlen);
+// reads PATH into memory and decodes it with dec
+int image_read_with(const char *path, ImageDecoder dec, Image *im, char *err, size_t errlen);
 
 // The decoders behind image_read_* and image_decode_*: src is the name used in messages.
 int png_decode(const unsigned char *buf, size_t len, const char *src, Image *im, char *err, size_t errlen);

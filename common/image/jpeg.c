@@ -124,13 +124,5 @@ int image_decode_jpeg(const void *buf, size_t len, Image *im, char *err, size_t 
 }
 
 int image_read_jpeg(const char *path, Image *im, char *err, size_t errlen) {
-    memset(im, 0, sizeof(*im));
-    size_t len;
-    unsigned char *buf = image_slurp(path, &len, err, errlen);
-    if (!buf) return -1;
-    char src[1100];
-    snprintf(src, sizeof(src), "file %s", path);
-    int rc = jpeg_decode(buf, len, src, im, err, errlen);
-    free(buf);
-    return rc;
+    return image_read_with(path, jpeg_decode, im, err, errlen);
 }

@@ -159,15 +159,7 @@ int image_decode_png(const void *buf, size_t len, Image *im, char *err, size_t e
 }
 
 int image_read_png(const char *path, Image *im, char *err, size_t errlen) {
-    memset(im, 0, sizeof(*im));
-    size_t len;
-    unsigned char *buf = image_slurp(path, &len, err, errlen);
-    if (!buf) return -1;
-    char src[1100];
-    snprintf(src, sizeof(src), "file %s", path);
-    int rc = png_decode(buf, len, src, im, err, errlen);
-    free(buf);
-    return rc;
+    return image_read_with(path, png_decode, im, err, errlen);
 }
 
 char *image_read_png_text(const char *path, const char *keyword) {
