@@ -21,21 +21,6 @@
 #include "rng.h"
 #include "testlib.h"
 
-static char tmp_root[256];  // per-run scratch folder, removed at the end
-
-static char *tmp_path(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", tmp_root, name);
-    return p;
-}
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *f) {
-    (void)sb, (void)flag, (void)f;
-    return remove(p);
-}
-
 static const char *corpus_dir(void) {
     const char *d = getenv("DOPPEL_IMAGE_CORPUS");
     return d ? d : "tests/corpus/images";
@@ -47,18 +32,6 @@ static char *corpus(const char *name) {
     char *p = buf[k++ % 4];
     snprintf(p, 1024, "%s/%s", corpus_dir(), name);
     return p;
-}
-
-static unsigned char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = xmalloc(*n);
-    if (fread(b, 1, *n, f) != *n) *n = 0;
-    fclose(f);
-    return b;
 }
 
 static int is_zeroed(const Image *im) { return im->C == 0 && im->H == 0 && im->W == 0 && im->data == NULL && im->bits == 0; }
@@ -162,7 +135,7 @@ static void roundtrip(int C, int H, int W, int bits, int random_values) {
     else fill_levels(&im, bits, (unsigned long long)(C * 1000 + H * 10 + W));
     if (random_values)
         for (size_t i = 0; i < (size_t)C * H * W; i++) im.data[i] = fabsf(im.data[i]) > 1 ? 1 : fabsf(im.data[i]);
-    const char *path = tmp_path("rt.png");
+    const char *path = tl_scratch_path("rt.png");
     EXPECT(image_write_png(path, &im, bits, NULL, err, sizeof(err)) == 0, "write: %s", err);
     EXPECT(image_read(path, &back, err, sizeof(err)) == 0, "read back: %s", err);
     snprintf(what, sizeof(what), "png %d-bit C=%d %dx%d%s", bits, C, W, H, random_values ? " random" : " levels");
@@ -192,7 +165,7 @@ static void test_png_write_clamps(void) {
     image_alloc(&im, 1, 1, 6);
     float in[6] = {-0.5f, 2.0f, NAN, INFINITY, 0.5f / 255.0f, 1.5f / 255.0f}, want[6] = {0, 1, 0, 1, s8(1), s8(2)};
     memcpy(im.data, in, sizeof(in));
-    const char *path = tmp_path("clamp.png");
+    const char *path = tl_scratch_path("clamp.png");
     EXPECT(image_write_png(path, &im, 8, NULL, err, sizeof(err)) == 0, "%s", err);
     EXPECT(image_read_png(path, &back, err, sizeof(err)) == 0, "%s", err);
     if (back.data) EXPECT_CLOSE("out-of-range values clamp, NaN -> 0, halves round up", back.data, want, 6, 0, 0);
@@ -206,7 +179,7 @@ static void test_png_generation_text(void) {
     char err[512];
     image_alloc(&im, 3, 4, 4);
     fill_levels(&im, 8, 5);
-    const char *path = tmp_path("gen.png"), *plain = tmp_path("plain.png");
+    const char *path = tl_scratch_path("gen.png"), *plain = tl_scratch_path("plain.png");
     EXPECT(image_write_png(path, &im, 16, json, err, sizeof(err)) == 0, "%s", err);
     EXPECT(image_write_png(plain, &im, 8, NULL, err, sizeof(err)) == 0, "%s", err);
     char *got = image_read_png_text(path, "generation");
@@ -214,14 +187,14 @@ static void test_png_generation_text(void) {
     free(got);
     EXPECT(image_read_png_text(path, "other") == NULL, "absent keyword gives NULL");
     EXPECT(image_read_png_text(plain, "generation") == NULL, "file without text gives NULL");
-    EXPECT(image_read_png_text(tmp_path("nowhere.png"), "generation") == NULL, "missing file gives NULL");
+    EXPECT(image_read_png_text(tl_scratch_path("nowhere.png"), "generation") == NULL, "missing file gives NULL");
     EXPECT(image_read_png_text(corpus("bad_truncated_iend.png"), "generation") == NULL, "corrupt file gives NULL");
     got = image_read_png_text(corpus("ok_chunks.png"), "Comment");  // a tEXt chunk written by make_images.py
     EXPECT(got && strcmp(got, "hello") == 0, "tEXt Comment: got '%s'", got ? got : "(null)");
     free(got);
     // the chunk on disk: an uncompressed iTXt, keyword "generation", no language tags, the text as is
     size_t n;
-    unsigned char *b = read_all(path, &n);
+    unsigned char *b = tl_read_file(path, &n);
     static const char head[] = "iTXtgeneration\0\0\0\0\0";
     unsigned char *at = b ? memmem(b, n, head, sizeof(head) - 1) : NULL;
     EXPECT(at && memcmp(at + sizeof(head) - 1, json, strlen(json)) == 0, "no uncompressed iTXt 'generation' chunk holding the JSON in %s", path);
@@ -232,24 +205,15 @@ static void test_png_generation_text(void) {
     image_free(&im);
 }
 
-static int count_tmp_files(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));) n += strstr(e->d_name, ".tmp.") != NULL;
-    closedir(d);
-    return n;
-}
-
 static void test_png_write_errors(void) {
     Image im;
     char err[512];
     image_alloc(&im, 3, 2, 2);
-    const char *p = tmp_path("err.png");
+    const char *p = tl_scratch_path("err.png");
     EXPECT(image_write_png(p, &im, 12, NULL, err, sizeof(err)) == -1 && strstr(err, "12-bit") && strstr(err, p), "12 bits: %s", err);
     EXPECT(image_write_png(p, &im, 8, "caf\xe9", err, sizeof(err)) == -1 && strstr(err, "UTF-8"), "latin-1 text: %s", err);
     EXPECT(image_write_png(p, &im, 8, "\xc0\xaf", err, sizeof(err)) == -1 && strstr(err, "UTF-8"), "overlong UTF-8: %s", err);
-    const char *deep = tmp_path("no/such/folder/x.png");
+    const char *deep = tl_scratch_path("no/such/folder/x.png");
     EXPECT(image_write_png(deep, &im, 8, NULL, err, sizeof(err)) == -1 && strstr(err, deep), "missing folder: %s", err);
     Image two = im;
     two.C = 2;
@@ -257,7 +221,7 @@ static void test_png_write_errors(void) {
     Image empty = {0};
     EXPECT(image_write_png(p, &empty, 8, NULL, err, sizeof(err)) == -1, "empty image written");
     EXPECT(access(p, F_OK) != 0, "a rejected write left a file");
-    EXPECT(count_tmp_files(tmp_root) == 0, "temporary files left behind");
+    EXPECT(tl_count_tmp_files(tl_scratch_dir()) == 0, "temporary files left behind");
     image_free(&im);
 }
 
@@ -284,10 +248,10 @@ static void test_png_truncated_and_memory(void) {
     char err[512];
     image_alloc(&im, 3, 9, 10);
     fill_levels(&im, 16, 3);
-    const char *path = tmp_path("trunc.png");
+    const char *path = tl_scratch_path("trunc.png");
     EXPECT(image_write_png(path, &im, 16, "{\"a\": 1}", err, sizeof(err)) == 0, "%s", err);
     size_t n;
-    unsigned char *file = read_all(path, &n);
+    unsigned char *file = tl_read_file(path, &n);
     EXPECT(image_decode_png(file, n, &a, err, sizeof(err)) == 0, "whole buffer: %s", err);
     EXPECT(image_read_png(path, &b, err, sizeof(err)) == 0, "file: %s", err);
     if (a.data && b.data) EXPECT_CLOSE("decode from memory == read from file", a.data, b.data, (size_t)3 * 9 * 10, 0, 0);
@@ -365,7 +329,7 @@ static void test_jpeg_reads(void) {
     Image a, b, m;
     char err[512];
     size_t n;
-    unsigned char *buf = read_all(corpus("ok_rgb.jpg"), &n);
+    unsigned char *buf = tl_read_file(corpus("ok_rgb.jpg"), &n);
     EXPECT(image_read_jpeg(corpus("ok_rgb.jpg"), &a, err, sizeof(err)) == 0, "%s", err);
     EXPECT(buf && image_decode_jpeg(buf, n, &m, err, sizeof(err)) == 0, "from memory: %s", err);
     if (a.data && m.data) EXPECT_CLOSE("jpeg decode from memory == from file", m.data, a.data, (size_t)3 * 24 * 32, 0, 0);
@@ -420,12 +384,12 @@ static void test_bmp_variants(void) {
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) expect_file(&cases[i]);
     size_t n;
-    unsigned char *b = read_all(corpus("ok_bgr24.bmp"), &n);
+    unsigned char *b = tl_read_file(corpus("ok_bgr24.bmp"), &n);
     // every prefix fails the file-size check; so does the file with a byte appended
     int accepted = 0;
     for (size_t len = 0; b && len < n; len++) {
         char path[600], err[1024];
-        snprintf(path, sizeof(path), "%s", tmp_path("prefix.bmp"));
+        snprintf(path, sizeof(path), "%s", tl_scratch_path("prefix.bmp"));
         FILE *f = fopen(path, "wb");
         if (len) fwrite(b, 1, len, f);
         fclose(f);
@@ -525,7 +489,7 @@ static void test_corpus(void) {
             }
         // the in-memory decoders say the same thing with "<FORMAT> buffer: " in front
         size_t n;
-        unsigned char *b = read_all(path, &n);
+        unsigned char *b = tl_read_file(path, &n);
         int png = ends_with(name, ".png"), jpg = ends_with(name, ".jpg");
         if (b && (png || jpg)) {
             char err2[1024] = "";
@@ -547,13 +511,13 @@ static void test_corpus(void) {
 static void test_read_errors(void) {
     Image im;
     char err[512];
-    const char *p = tmp_path("nothing.png");
+    const char *p = tl_scratch_path("nothing.png");
     EXPECT(image_read(p, &im, err, sizeof(err)) == -1 && strstr(err, p) && strstr(err, "cannot open") && is_zeroed(&im), "missing: %s", err);
     EXPECT(image_read("spectrogram.tiff", &im, err, sizeof(err)) == -1 && strstr(err, "spectrogram.tiff") && strstr(err, ".png"), "unknown type: %s", err);
-    EXPECT(image_read_png(tmp_root, &im, err, sizeof(err)) == -1 && strstr(err, "not a regular file"), "folder: %s", err);
+    EXPECT(image_read_png(tl_scratch_dir(), &im, err, sizeof(err)) == -1 && strstr(err, "not a regular file"), "folder: %s", err);
     // extensions are matched without regard to case
     char up[600];
-    snprintf(up, sizeof(up), "%s", tmp_path("UPPER.PNG"));
+    snprintf(up, sizeof(up), "%s", tl_scratch_path("UPPER.PNG"));
     Image g;
     image_alloc(&g, 1, 2, 2);
     EXPECT(image_write_png(up, &g, 8, NULL, err, sizeof(err)) == 0 && image_read(up, &im, err, sizeof(err)) == 0, ".PNG: %s", err);
@@ -981,9 +945,6 @@ static void test_gait10_spectrograms(void) {
 }
 
 int main(void) {
-    const char *t = getenv("TMPDIR");
-    snprintf(tmp_root, sizeof(tmp_root), "%s/doppel_test_img_XXXXXX", t && *t ? t : "/tmp");
-    CHECK(mkdtemp(tmp_root), "mkdtemp %s failed", tmp_root);
     RUN(test_png_variants);
     RUN(test_png_roundtrip);
     RUN(test_png_write_clamps);
@@ -1004,6 +965,5 @@ int main(void) {
     RUN(test_colormap_invert_noisy);
     RUN(test_colormap_fit);
     RUN(test_gait10_spectrograms);
-    nftw(tmp_root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     return tl_finish();
 }

@@ -16,42 +16,6 @@
 #include "rng.h"
 #include "testlib.h"
 
-static char tmp_root[256];  // per-run scratch folder, removed at the end
-
-static char *tmp_path(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", tmp_root, name);
-    return p;
-}
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *f) {
-    (void)sb, (void)flag, (void)f;
-    return remove(p);
-}
-
-static int count_tmp_files(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));) n += strstr(e->d_name, ".tmp.") != NULL;
-    closedir(d);
-    return n;
-}
-
-static unsigned char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = xmalloc(*n);
-    if (fread(b, 1, *n, f) != *n) *n = 0;
-    fclose(f);
-    return b;
-}
-
 static int is_zeroed(const SafeTensors *st) {
     static const SafeTensors zero;
     return memcmp(st, &zero, sizeof(zero)) == 0;
@@ -176,10 +140,10 @@ static void test_rejects_truncated_and_extended(void) {
         {.name = "c", .dtype = ST_F32, .ndim = 1, .shape = {0}, .data = NULL},
     };
     char err[512];
-    const char *path = tmp_path("trunc.safetensors");
+    const char *path = tl_scratch_path("trunc.safetensors");
     EXPECT(st_save(path, e, 3, NULL, 0, err, sizeof(err)) == 0, "st_save: %s", err);
     size_t n;
-    unsigned char *file = read_all(path, &n);
+    unsigned char *file = tl_read_file(path, &n);
     EXPECT(file && n > 8, "cannot read back %s", path);
     if (!file) return;
     SafeTensors st;
@@ -237,7 +201,7 @@ static void test_roundtrip_all_dtypes(void) {
     int n = (int)(sizeof(e) / sizeof(e[0]));
     const char *meta[] = {"format", "pt", "config", "{\"a\": [1, 2]}", "\xc3\xbc", "\xc3\x9f"};
     char err[512];
-    const char *path = tmp_path("roundtrip.safetensors");
+    const char *path = tl_scratch_path("roundtrip.safetensors");
     EXPECT(st_save(path, e, n, meta, 3, err, sizeof(err)) == 0, "st_save: %s", err);
 
     SafeTensors st, so;
@@ -285,26 +249,26 @@ static void test_roundtrip_all_dtypes(void) {
     st_free(&st);
     st_free(&so);
     st_free(&so);  // twice is harmless
-    EXPECT(count_tmp_files(tmp_root) == 0, "temporary files left in %s", tmp_root);
+    EXPECT(tl_count_tmp_files(tl_scratch_dir()) == 0, "temporary files left in %s", tl_scratch_dir());
 }
 
 static void test_save_rejects_bad_entries(void) {
     float x = 1;
     char err[512];
     StEntry dup[2] = {{.name = "a", .dtype = ST_F32, .ndim = 0, .data = &x}, {.name = "a", .dtype = ST_F32, .ndim = 0, .data = &x}};
-    EXPECT(st_save(tmp_path("bad.safetensors"), dup, 2, NULL, 0, err, sizeof(err)) == -1 && strstr(err, "appears twice"), "duplicate: %s", err);
+    EXPECT(st_save(tl_scratch_path("bad.safetensors"), dup, 2, NULL, 0, err, sizeof(err)) == -1 && strstr(err, "appears twice"), "duplicate: %s", err);
     StEntry res = {.name = "__metadata__", .dtype = ST_F32, .ndim = 0, .data = &x};
-    EXPECT(st_save(tmp_path("bad.safetensors"), &res, 1, NULL, 0, err, sizeof(err)) == -1 && strstr(err, "reserved"), "reserved: %s", err);
+    EXPECT(st_save(tl_scratch_path("bad.safetensors"), &res, 1, NULL, 0, err, sizeof(err)) == -1 && strstr(err, "reserved"), "reserved: %s", err);
     StEntry neg = {.name = "a", .dtype = ST_F32, .ndim = 1, .shape = {-1}, .data = &x};
-    EXPECT(st_save(tmp_path("bad.safetensors"), &neg, 1, NULL, 0, err, sizeof(err)) == -1 && strstr(err, "negative"), "negative: %s", err);
+    EXPECT(st_save(tl_scratch_path("bad.safetensors"), &neg, 1, NULL, 0, err, sizeof(err)) == -1 && strstr(err, "negative"), "negative: %s", err);
     StEntry nodata = {.name = "a", .dtype = ST_F32, .ndim = 1, .shape = {2}, .data = NULL};
-    EXPECT(st_save(tmp_path("bad.safetensors"), &nodata, 1, NULL, 0, err, sizeof(err)) == -1 && strstr(err, "no data"), "no data: %s", err);
+    EXPECT(st_save(tl_scratch_path("bad.safetensors"), &nodata, 1, NULL, 0, err, sizeof(err)) == -1 && strstr(err, "no data"), "no data: %s", err);
     const char *kv[] = {"k", "v", "k", "w"};
-    EXPECT(st_save(tmp_path("bad.safetensors"), NULL, 0, kv, 2, err, sizeof(err)) == -1 && strstr(err, "duplicate"), "meta dup: %s", err);
-    EXPECT(st_save(tmp_path("no/such/folder/x.safetensors"), NULL, 0, NULL, 0, err, sizeof(err)) == -1 &&
+    EXPECT(st_save(tl_scratch_path("bad.safetensors"), NULL, 0, kv, 2, err, sizeof(err)) == -1 && strstr(err, "duplicate"), "meta dup: %s", err);
+    EXPECT(st_save(tl_scratch_path("no/such/folder/x.safetensors"), NULL, 0, NULL, 0, err, sizeof(err)) == -1 &&
                strstr(err, "no/such/folder/x.safetensors"), "missing folder: %s", err);
-    EXPECT(access(tmp_path("bad.safetensors"), F_OK) != 0, "a rejected save left a file");
-    EXPECT(count_tmp_files(tmp_root) == 0, "temporary files left behind");
+    EXPECT(access(tl_scratch_path("bad.safetensors"), F_OK) != 0, "a rejected save left a file");
+    EXPECT(tl_count_tmp_files(tl_scratch_dir()) == 0, "temporary files left behind");
 }
 
 // ---------------------------------------------------------------- conversion
@@ -462,11 +426,11 @@ static void test_reads_python_written_files(void) {
 static void test_load_errors_name_the_path(void) {
     SafeTensors st;
     char err[512];
-    const char *p = tmp_path("does-not-exist.safetensors");
+    const char *p = tl_scratch_path("does-not-exist.safetensors");
     EXPECT(st_load(&st, p, err, sizeof(err)) == -1 && strstr(err, p) && strstr(err, "cannot open"), "missing: %s", err);
     EXPECT(st_open(&st, p, err, sizeof(err)) == -1 && strstr(err, p), "missing (st_open): %s", err);
-    EXPECT(st_load(&st, tmp_root, err, sizeof(err)) == -1 && strstr(err, "is a folder"), "folder: %s", err);
-    const char *e = tmp_path("empty.safetensors");
+    EXPECT(st_load(&st, tl_scratch_dir(), err, sizeof(err)) == -1 && strstr(err, "is a folder"), "folder: %s", err);
+    const char *e = tl_scratch_path("empty.safetensors");
     EXPECT(write_file_atomic(e, "", 0, err, sizeof(err)) == 0, "%s", err);
     EXPECT(st_load(&st, e, err, sizeof(err)) == -1 && strstr(err, e) && strstr(err, "shorter than"), "empty: %s", err);
     EXPECT(st_open(&st, e, err, sizeof(err)) == -1 && strstr(err, "shorter than"), "empty (st_open): %s", err);
@@ -476,31 +440,31 @@ static void test_load_errors_name_the_path(void) {
 
 static void test_atomic_write(void) {
     char err[512], p[512];
-    snprintf(p, sizeof(p), "%s", tmp_path("atomic.txt"));
+    snprintf(p, sizeof(p), "%s", tl_scratch_path("atomic.txt"));
     EXPECT(write_file_atomic(p, "old", 3, err, sizeof(err)) == 0, "%s", err);
     EXPECT(write_file_atomic(p, "new!", 4, err, sizeof(err)) == 0, "%s", err);
     size_t n = 0;
-    unsigned char *b = read_all(p, &n);
+    unsigned char *b = tl_read_file(p, &n);
     EXPECT(b && n == 4 && memcmp(b, "new!", 4) == 0, "overwrite did not replace the contents");
     free(b);
     // rename over a folder fails: the temporary file must be gone afterwards
-    const char *dirp = tmp_path("a-folder");
+    const char *dirp = tl_scratch_path("a-folder");
     EXPECT(mkdir_p(dirp, err, sizeof(err)) == 0, "%s", err);
     EXPECT(write_file_atomic(dirp, "x", 1, err, sizeof(err)) == -1 && strstr(err, "renaming"), "rename over a folder: %s", err);
-    EXPECT(write_file_atomic(tmp_path("missing/x.txt"), "x", 1, err, sizeof(err)) == -1 && strstr(err, "missing/x.txt"), "missing folder: %s", err);
-    EXPECT(count_tmp_files(tmp_root) == 0, "temporary file left behind after a failed write");
+    EXPECT(write_file_atomic(tl_scratch_path("missing/x.txt"), "x", 1, err, sizeof(err)) == -1 && strstr(err, "missing/x.txt"), "missing folder: %s", err);
+    EXPECT(tl_count_tmp_files(tl_scratch_dir()) == 0, "temporary file left behind after a failed write");
     AtomicFile af;
-    EXPECT(atomic_open(&af, tmp_path("aborted.txt"), err, sizeof(err)) == 0, "%s", err);
+    EXPECT(atomic_open(&af, tl_scratch_path("aborted.txt"), err, sizeof(err)) == 0, "%s", err);
     EXPECT(atomic_write(&af, "abc", 3, err, sizeof(err)) == 0, "%s", err);
     atomic_abort(&af);
     atomic_abort(&af);
-    EXPECT(access(tmp_path("aborted.txt"), F_OK) != 0 && count_tmp_files(tmp_root) == 0, "abort left a file");
+    EXPECT(access(tl_scratch_path("aborted.txt"), F_OK) != 0 && tl_count_tmp_files(tl_scratch_dir()) == 0, "abort left a file");
     // mkdir_p: nested, existing, trailing and doubled slashes, through a regular file
-    EXPECT(mkdir_p(tmp_path("x//y/z/"), err, sizeof(err)) == 0, "%s", err);
-    EXPECT(mkdir_p(tmp_path("x/y/z"), err, sizeof(err)) == 0, "%s", err);
+    EXPECT(mkdir_p(tl_scratch_path("x//y/z/"), err, sizeof(err)) == 0, "%s", err);
+    EXPECT(mkdir_p(tl_scratch_path("x/y/z"), err, sizeof(err)) == 0, "%s", err);
     struct stat sb;
-    EXPECT(stat(tmp_path("x/y/z"), &sb) == 0 && S_ISDIR(sb.st_mode), "mkdir_p did not create x/y/z");
-    EXPECT(mkdir_p(tmp_path("atomic.txt/sub"), err, sizeof(err)) == -1 && strstr(err, "atomic.txt"), "through a file: %s", err);
+    EXPECT(stat(tl_scratch_path("x/y/z"), &sb) == 0 && S_ISDIR(sb.st_mode), "mkdir_p did not create x/y/z");
+    EXPECT(mkdir_p(tl_scratch_path("atomic.txt/sub"), err, sizeof(err)) == -1 && strstr(err, "atomic.txt"), "through a file: %s", err);
     EXPECT(mkdir_p(p, err, sizeof(err)) == -1 && strstr(err, "not a folder"), "over a file: %s", err);
 }
 
@@ -542,7 +506,7 @@ static void test_checkpoint_model_roundtrip(void) {
     json_t *config = json_pack("{s:s, s:i, s:[i,i], s:f, s:{s:s}}", "_class_name", "UNet2DModel", "sample_size", 16,
                                "block_out_channels", 32, 64, "scaling_factor", 0.18215, "doppel", "preset", "tiny");
     char err[1024];
-    const char *dir = tmp_path("runs/a/unet");  // nested: mkdir -p
+    const char *dir = tl_scratch_path("runs/a/unet");  // nested: mkdir -p
     EXPECT(checkpoint_save_model(dir, &ps, ps.data, config, err, sizeof(err)) == 0, "save: %s", err);
     EXPECT(checkpoint_load_model(dir, &ps2, err, sizeof(err)) == 0, "load: %s", err);
     views_equal(&ps, ps.data, ps2.data, "weights after a round trip");
@@ -553,7 +517,7 @@ static void test_checkpoint_model_roundtrip(void) {
     char path[600];
     snprintf(path, sizeof(path), "%s/%s", dir, CKPT_CONFIG);
     size_t n = 0;
-    unsigned char *text = read_all(path, &n);
+    unsigned char *text = tl_read_file(path, &n);
     EXPECT(text && n > 2 && text[n - 1] == '\n' && memmem(text, n, "{\n  \"_class_name\": \"UNet2DModel\",\n", 34) == (void *)text,
            "config.json is not diffusers-style (indent 2, sorted keys, trailing newline)");
     free(text);
@@ -573,14 +537,14 @@ static void test_checkpoint_model_roundtrip(void) {
     }
 
     // EMA weights go out through the same call
-    const char *edir = tmp_path("runs/a/unet_ema");
+    const char *edir = tl_scratch_path("runs/a/unet_ema");
     EXPECT(checkpoint_save_model(edir, &ps, ps.ema, config, err, sizeof(err)) == 0, "save ema: %s", err);
     EXPECT(checkpoint_load_model(edir, &ps2, err, sizeof(err)) == 0, "load ema: %s", err);
     views_equal(&ps, ps.ema, ps2.data, "ema weights after a round trip");
-    EXPECT(count_tmp_files(dir) == 0 && count_tmp_files(edir) == 0, "temporary files left in the model folder");
+    EXPECT(tl_count_tmp_files(dir) == 0 && tl_count_tmp_files(edir) == 0, "temporary files left in the model folder");
 
     json_t *arr = json_array();
-    EXPECT(checkpoint_save_model(tmp_path("bad"), &ps, ps.data, arr, err, sizeof(err)) == -1 && strstr(err, "JSON object"), "config not an object: %s", err);
+    EXPECT(checkpoint_save_model(tl_scratch_path("bad"), &ps, ps.data, arr, err, sizeof(err)) == -1 && strstr(err, "JSON object"), "config not an object: %s", err);
     json_decref(arr);
     json_decref(config);
     params_free(&ps);
@@ -600,7 +564,7 @@ static void test_checkpoint_half_precision_weights(void) {
         memcpy(e[i].shape, ps.info[i].shape, sizeof(e[i].shape));
     }
     char err[1024];
-    const char *path = tmp_path("half.safetensors");
+    const char *path = tl_scratch_path("half.safetensors");
     EXPECT(st_save(path, e, ps.count, NULL, 0, err, sizeof(err)) == 0, "%s", err);
     EXPECT(checkpoint_load_weights(path, &ps, ps.data, err, sizeof(err)) == 0, "load half: %s", err);
     float *want = xmalloc(ps.total * sizeof(float));
@@ -630,15 +594,15 @@ static void test_checkpoint_mismatch_errors(void) {
     declare_small(&ps, 0);
     json_t *config = json_object();
     char err[1024];
-    const char *dir = tmp_path("mismatch");
+    const char *dir = tl_scratch_path("mismatch");
     EXPECT(checkpoint_save_model(dir, &ps, ps.data, config, err, sizeof(err)) == 0, "%s", err);
     expect_load_error(1, dir, "1 missing [extra.weight]", "0 unexpected");
     expect_load_error(2, dir, "0 missing", "1 unexpected [norm.weight]");
     expect_load_error(3, dir, "'norm.weight' has shape [8]", "expects [9]");
     expect_load_error(4, dir, "15 missing [extra.0.weight, extra.1.weight", "... and 5 more");
-    expect_load_error(0, tmp_path("nowhere"), "nowhere/diffusion_pytorch_model.safetensors", "cannot open");
+    expect_load_error(0, tl_scratch_path("nowhere"), "nowhere/diffusion_pytorch_model.safetensors", "cannot open");
 
-    EXPECT(checkpoint_load_config(tmp_path("nowhere"), err, sizeof(err)) == NULL && strstr(err, "no config.json"), "missing config: %s", err);
+    EXPECT(checkpoint_load_config(tl_scratch_path("nowhere"), err, sizeof(err)) == NULL && strstr(err, "no config.json"), "missing config: %s", err);
     char path[600];
     snprintf(path, sizeof(path), "%s/config.json", dir);
     EXPECT(write_file_atomic(path, "[1]\n", 4, err, sizeof(err)) == 0, "%s", err);
@@ -674,7 +638,7 @@ static void test_training_state_roundtrip(void) {
     (void)rng_normal(&meta.rng);  // leaves a cached spare normal
     EXPECT(meta.rng.has_spare, "rng should hold a spare");
     char err[1024];
-    const char *dir = tmp_path("state");
+    const char *dir = tl_scratch_path("state");
     EXPECT(checkpoint_save_state(dir, &ps, &meta, err, sizeof(err)) == 0, "save: %s", err);
     EXPECT(checkpoint_load_state(dir, &ps2, &got, err, sizeof(err)) == 0, "load: %s", err);
     views_equal(&ps, ps.m, ps2.m, "exp_avg");
@@ -712,8 +676,8 @@ static void test_training_state_roundtrip(void) {
     TrainMeta zero = {0};
     EXPECT(checkpoint_save_state(dir, &ps3, &zero, err, sizeof(err)) == 0, "save: %s", err);
     EXPECT(checkpoint_load_state(dir, &ps3, &got, err, sizeof(err)) == -1 && strstr(err, "all zeros"), "zero rng: %s", err);
-    EXPECT(checkpoint_load_state(tmp_path("nowhere"), &ps3, &got, err, sizeof(err)) == -1 && strstr(err, "training_state.safetensors"), "missing: %s", err);
-    EXPECT(count_tmp_files(dir) == 0, "temporary files left in the state folder");
+    EXPECT(checkpoint_load_state(tl_scratch_path("nowhere"), &ps3, &got, err, sizeof(err)) == -1 && strstr(err, "training_state.safetensors"), "missing: %s", err);
+    EXPECT(tl_count_tmp_files(dir) == 0, "temporary files left in the state folder");
     params_free(&ps);
     params_free(&ps2);
     params_free(&ps3);
@@ -721,9 +685,6 @@ static void test_training_state_roundtrip(void) {
 }
 
 int main(void) {
-    const char *t = getenv("TMPDIR");
-    snprintf(tmp_root, sizeof(tmp_root), "%s/doppel_test_st_XXXXXX", t && *t ? t : "/tmp");
-    CHECK(mkdtemp(tmp_root), "mkdtemp %s failed", tmp_root);
     RUN(test_rejects_malformed_headers);
     RUN(test_rejects_bad_lengths);
     RUN(test_rejects_truncated_and_extended);
@@ -739,6 +700,5 @@ int main(void) {
     RUN(test_checkpoint_half_precision_weights);
     RUN(test_checkpoint_mismatch_errors);
     RUN(test_training_state_roundtrip);
-    nftw(tmp_root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     return tl_finish();
 }

@@ -1,5 +1,7 @@
 #include "testlib.h"
 
+#include <dirent.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,7 +28,53 @@ void tl_run(const char *name, void (*fn)(void)) {
     fflush(stdout);
 }
 
+static char scratch[256];
+
+const char *tl_scratch_dir(void) {
+    if (!scratch[0]) {
+        const char *t = getenv("TMPDIR");
+        snprintf(scratch, sizeof(scratch), "%s/doppel_test_XXXXXX", t && *t ? t : "/tmp");
+        CHECK(mkdtemp(scratch), "mkdtemp %s failed", scratch);
+    }
+    return scratch;
+}
+
+char *tl_scratch_path(const char *name) {
+    static char buf[8][512];
+    static int k;
+    char *p = buf[k++ % 8];
+    snprintf(p, 512, "%s/%s", tl_scratch_dir(), name);
+    return p;
+}
+
+int tl_count_tmp_files(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += strstr(e->d_name, ".tmp.") != NULL;
+    closedir(d);
+    return n;
+}
+
+unsigned char *tl_read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = xmalloc(*n ? *n : 1);
+    if (fread(b, 1, *n, f) != *n) *n = 0;
+    fclose(f);
+    return b;
+}
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *f) {
+    (void)sb, (void)flag, (void)f;
+    return remove(p);
+}
+
 int tl_finish(void) {
+    if (scratch[0]) nftw(scratch, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     printf("RESULT %d %d\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }
