@@ -1,12 +1,14 @@
 // bench_cpu.c: forward and forward+backward of the small UNet (batch 32) and small VAE
-// (batch 16) on the CPU; prints one line per measurement for bench/run.sh:
+// (batch 16) on the CPU, and `sample`'s work for 32 samples (DPM-Solver++ 2M, 20 steps, guidance
+// 2: 20 UNet passes on a batch of 64 + the scheduler steps); one line per measurement for bench/run.sh:
 //   doppel <model> <what> <median ms> <min ms> <reps>
-// Usage: bench_cpu [reps] [unet|vae]   (threads from OMP_NUM_THREADS / OPENBLAS_NUM_THREADS)
+// Usage: bench_cpu [reps] [unet|vae|sample]   (threads from OMP_NUM_THREADS / OPENBLAS_NUM_THREADS)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "models/diffusion.h"
 #include "models/models.h"
 #include "blas.h"
 #include "ops/ops.h"
@@ -124,12 +126,50 @@ static void bench_vae(int reps) {
     vae_free(&m);
 }
 
+static void bench_sample(int reps) {
+    UNetConfig c;
+    preset_unet("small", 31, &c);
+    UNet2DModel m;
+    unet_build(&m, &c);
+    Rng rng;
+    rng_seed(&rng, 0);
+    params_init(&m.ps, &rng);
+    NoiseSchedule s;
+    char err[256];
+    if (noise_schedule_init(&s, 1000, BETA_LINEAR, 0.0001f, 0.02f, PRED_EPSILON, err, sizeof(err))) return;
+    SampleConfig sc = {.guidance = 2.0f};
+    if (sampler_init(&sc.sampler, &s, SAMPLER_DPMPP_2M, 20, 0.0f, 0, err, sizeof(err))) return;
+    Arena arena;
+    arena_init(&arena, 0);
+    Ctx ctx;
+    ctx_init(&ctx, &m.ps, &arena, &rng);
+    int N = 32;
+    int32_t labels[32];
+    int64_t seeds[32];
+    for (int i = 0; i < N; i++) labels[i] = i % 31, seeds[i] = i;
+    float *out = malloc((size_t)N * c.in_channels * c.sample_size * c.sample_size * sizeof(float));
+    double *t = malloc((size_t)reps * sizeof(double));
+    int r0 = reps > 3 ? reps - 2 : reps;  // 20 UNet passes each: fewer repetitions
+    for (int r = -1; r < r0; r++) {
+        double t0 = now_ms();
+        diffusion_sample(&ctx, &m, &s, &sc, labels, seeds, N, out, NULL, NULL);
+        if (r >= 0) t[r] = now_ms() - t0;
+    }
+    report("sample-32-dpmpp20-g2", "unet-small", t, r0);
+    printf("# sample: %.2f samples/s\n", N / (t[r0 / 2] / 1e3));
+    free(out), free(t);
+    ctx_free(&ctx);
+    arena_free(&arena);
+    unet_free(&m);
+}
+
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 5;
     printf("# OpenBLAS kernels: %s\n", blas_core_name());
     if (reps < 1) reps = 1;
-    const char *only = argc > 2 ? argv[2] : "";  // "unet" or "vae" to run one model
-    if (strcmp(only, "vae")) bench_unet(reps);
-    if (strcmp(only, "unet")) bench_vae(reps);
+    const char *only = argc > 2 ? argv[2] : "";  // "unet", "vae" or "sample" to run one
+    if (!*only || !strcmp(only, "unet")) bench_unet(reps);
+    if (!*only || !strcmp(only, "vae")) bench_vae(reps);
+    if (!*only || !strcmp(only, "sample")) bench_sample(reps);
     return 0;
 }

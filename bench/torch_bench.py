@@ -76,3 +76,31 @@ def vae_fwd_bwd():
 
 report("vae-small-b16", "forward", vae_fwd)
 report("vae-small-b16", "forward+backward", vae_fwd_bwd)
+
+
+# `doppel-diffuser sample`'s work for 32 samples: DPM-Solver++ 2M, 20 steps, classifier-free
+# guidance 2 with the conditional and unconditional halves as one batch of 64 (the diffusers way)
+from diffusers import DPMSolverMultistepScheduler
+
+sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear", algorithm_type="dpmsolver++",
+                                    solver_order=2)
+cond = torch.arange(32) % 31
+null = torch.full((32,), 31)
+
+
+def sample():
+    gen = torch.Generator().manual_seed(0)
+    lat = torch.randn(32, 4, 16, 16, generator=gen)
+    sched.set_timesteps(20)
+    with torch.no_grad():
+        for ts in sched.timesteps:
+            eps = unet(torch.cat([lat, lat]), ts, class_labels=torch.cat([cond, null])).sample
+            ec, eu = eps.chunk(2)
+            lat = sched.step(eu + 2.0 * (ec - eu), ts, lat).prev_sample
+    return lat
+
+
+reps_sample = reps - 2 if reps > 3 else reps
+reps, reps_saved = reps_sample, reps
+report("sample-32-dpmpp20-g2", "unet-small", sample)
+reps = reps_saved

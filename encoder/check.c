@@ -282,24 +282,6 @@ static void check_images(Check *ck, const float *x, const int *bucket, const int
 }
 
 // ---- grid.png ----
-// Renders one (C, H, W) image in [-1, 1] into an RGB canvas at (top, left), scaled by f (nearest):
-// 1 channel through cmap, 3 channels as RGB, otherwise the first channel through cmap.
-static void draw_tile(Image *out, int top, int left, const float *x, int C, int H, int W, int f, Colormap cmap) {
-    size_t plane = (size_t)out->H * out->W;
-    for (int i = 0; i < H * f; i++)
-        for (int j = 0; j < W * f; j++) {
-            size_t src = (size_t)(i / f) * W + j / f;
-            float rgb[3];
-            if (C == 3) {
-                for (int ch = 0; ch < 3; ch++) rgb[ch] = fminf(fmaxf(0.5f * (x[ch * (size_t)H * W + src] + 1.0f), 0.0f), 1.0f);
-            } else {
-                colormap_apply(cmap, 0.5f * (x[src] + 1.0f), rgb);
-            }
-            size_t dst = (size_t)(top + i) * out->W + left + j;
-            for (int ch = 0; ch < 3; ch++) out->data[ch * plane + dst] = rgb[ch];
-        }
-}
-
 // Pairs of (original | reconstruction), one row per entry: row r shows count[r] pairs taken from
 // orig[r], recon[r] ((cols, C, H, W) each, in [-1, 1]). Tiles are scaled up by the smallest integer
 // that makes them at least min_tile pixels; a pair's two tiles are GRID_PAIR_SEP apart, pairs and
@@ -316,8 +298,8 @@ static int grid_render(Image *out, const float *const *orig, const float *const 
     for (int r = 0; r < rows; r++)
         for (int k = 0; k < count[r] && k < cols; k++) {
             int top = r * (TH + GRID_GAP), left = k * (PW + GRID_GAP);
-            draw_tile(out, top, left, orig[r] + k * per, C, H, W, f, cmap);
-            draw_tile(out, top, left + TW + GRID_PAIR_SEP, recon[r] + k * per, C, H, W, f, cmap);
+            image_draw_tile(out, top, left, orig[r] + k * per, C, H, W, f, cmap);
+            image_draw_tile(out, top, left + TW + GRID_PAIR_SEP, recon[r] + k * per, C, H, W, f, cmap);
         }
     return 0;
 }

@@ -43,3 +43,13 @@ int colormap_invert(Colormap c, const Image *rgb, Image *gray);
 int colormap_render(Colormap c, const Image *gray, Image *rgb);
 // guesses whether an RGB image is drawn with the map: fraction of pixels within tol of the map
 double colormap_fit(Colormap c, const Image *rgb, float tol);
+
+// ---- grids (grid.c) ----
+// Draws one (C, H, W) image in [-1, 1] into the RGB canvas out at (top, left), scaled by f
+// (nearest): 1 channel through cmap, 3 channels as RGB, otherwise the first channel through cmap.
+void image_draw_tile(Image *out, int top, int left, const float *x, int C, int H, int W, int f, Colormap cmap);
+// rows x cols tiles (rows*cols, C, H, W) in [-1, 1], row-major, on white, gap pixels apart,
+// scaled up by the smallest integer that makes a tile at least min_tile pixels; present
+// (rows*cols, may be NULL) leaves tiles with 0 blank. Allocates out (RGB).
+int image_grid(Image *out, const float *tiles, const int *present, int rows, int cols, int C, int H, int W, Colormap cmap,
+               int min_tile, int gap);

@@ -1,0 +1,99 @@
+// diffusion.c: the diffusion training step and guided sampling (see diffusion.h).
+#include "diffusion.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../check.h"
+
+// min-SNR-gamma weight of one sample (Hang et al. 2023, diffusers' train_text_to_image.py):
+// epsilon: min(snr, gamma) / snr; v_prediction: min(snr, gamma) / (snr + 1)
+static float snr_weight(const NoiseSchedule *s, int t, float gamma) {
+    if (gamma <= 0) return 1.0f;
+    float snr = schedule_snr(s, t), m = snr < gamma ? snr : gamma;
+    return s->prediction == PRED_V ? m / (snr + 1.0f) : m / snr;
+}
+
+void diffusion_train_step(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, Tensor x0, const int32_t *labels,
+                          const DiffusionLossConfig *lc, float scale, DiffusionLosses *out) {
+    int N = x0.N, null = unet_null_class(m);
+    size_t per = (size_t)x0.C * x0.H * x0.W;
+    int32_t *t = arena_alloc(ctx->arena, (size_t)N * sizeof(int32_t));    // [N]
+    int32_t *lab = arena_alloc(ctx->arena, (size_t)N * sizeof(int32_t));  // [N], kept by the UNet for backward
+    float *tf = arena_floats(ctx->arena, (size_t)N);                      // [N]
+    memset(out, 0, sizeof(*out));
+    for (int n = 0; n < N; n++) {
+        t[n] = (int32_t)rng_below(ctx->rng, (uint32_t)s->T);
+        tf[n] = (float)t[n];
+        CHECK(labels[n] >= 0 && labels[n] < null, "diffusion: label %d outside 0..%d", labels[n], null - 1);
+        lab[n] = labels[n];
+        if (lc->cond_dropout > 0 && rng_uniform(ctx->rng) < lc->cond_dropout) lab[n] = null, out->dropped++;
+    }
+    Tensor noise = ctx_tensor(ctx, x0.N, x0.C, x0.H, x0.W), xt = ctx_tensor(ctx, x0.N, x0.C, x0.H, x0.W);
+    Tensor target = ctx_tensor(ctx, x0.N, x0.C, x0.H, x0.W);
+    rng_fill_normal(ctx->rng, noise.d, (long)tensor_numel(noise), 0, 1);
+    schedule_add_noise(s, xt.d, x0.d, noise.d, t, N, per);                // x_t = sqrt(ac) x0 + sqrt(1-ac) eps
+    schedule_target(s, target.d, x0.d, noise.d, t, N, per);               // eps or v
+    Tensor pred = unet_forward(ctx, m, xt, tf, lab);                      // [N, C, h, w]
+    // loss = mean_n w_n * mean((pred_n - target_n)^2); dpred = scale * w_n * 2 (pred - target) / (N per)
+    Tensor dpred = ctx_tensor(ctx, x0.N, x0.C, x0.H, x0.W);
+    double loss = 0, mse = 0;
+    for (int n = 0; n < N; n++) {
+        float w = snr_weight(s, t[n], lc->snr_gamma), k = scale * w * 2.0f / (float)((size_t)N * per);
+        const float *p = pred.d + n * per, *y = target.d + n * per;
+        float *dp = dpred.d + n * per;
+        double e = 0;
+        for (size_t i = 0; i < per; i++) {
+            float d = p[i] - y[i];
+            e += (double)d * d;
+            dp[i] = k * d;
+        }
+        e /= (double)per;
+        mse += e, loss += w * e;
+    }
+    out->mse = (float)(mse / N), out->loss = (float)(loss / N);
+    unet_backward(ctx, m, dpred);
+}
+
+void diffusion_sample(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, const SampleConfig *sc, const int32_t *labels,
+                      const int64_t *seeds, int N, float *out, SampleProgress progress, void *progress_user) {
+    const UNetConfig *c = &m->cfg;
+    const Sampler *sp = &sc->sampler;
+    int C = c->in_channels, H = c->sample_size, W = c->sample_size, null = unet_null_class(m);
+    size_t per = (size_t)C * H * W;
+    int cfg = sc->guidance != 1.0f || sc->always_cfg, B = cfg ? 2 * N : N;
+    float *x = xmalloc((size_t)N * per * sizeof(float));          // (N, C, H, W) x_t
+    float *state = xmalloc((size_t)N * per * sizeof(float));      // (N, C, H, W) DPM-Solver++'s last x0
+    float *guided = xmalloc((size_t)N * per * sizeof(float));     // (N, C, H, W) model output after guidance
+    int32_t *lab = xmalloc((size_t)B * sizeof(int32_t));          // (B) [labels; null...]
+    float *tf = xmalloc((size_t)B * sizeof(float));               // (B)
+    Rng *rngs = xmalloc((size_t)N * sizeof(Rng));
+    for (int n = 0; n < N; n++) {
+        CHECK(labels[n] >= 0 && labels[n] <= null, "diffusion: label %d outside 0..%d", labels[n], null);
+        rng_seed(&rngs[n], (uint64_t)seeds[n]);
+        for (size_t i = 0; i < per; i++) x[n * per + i] = rng_normal(&rngs[n]);  // init_noise_sigma 1
+        lab[n] = labels[n];
+        if (cfg) lab[N + n] = null;
+    }
+    int train = ctx->train;
+    ctx->train = 0;
+    for (int i = 0; i < sp->steps; i++) {
+        arena_reset(ctx->arena);
+        Tensor xin = ctx_tensor(ctx, B, C, H, W);                     // [B, C, H, W]
+        memcpy(xin.d, x, (size_t)N * per * sizeof(float));
+        if (cfg) memcpy(xin.d + (size_t)N * per, x, (size_t)N * per * sizeof(float));
+        for (int b = 0; b < B; b++) tf[b] = (float)sp->timesteps[i];
+        Tensor eps = unet_forward(ctx, m, xin, tf, lab);              // [B, C, H, W]
+        if (cfg) {  // eps = eps_u + g (eps_c - eps_u)
+            const float *ec = eps.d, *eu = eps.d + (size_t)N * per;
+            for (size_t j = 0; j < (size_t)N * per; j++) guided[j] = eu[j] + sc->guidance * (ec[j] - eu[j]);
+        } else {
+            memcpy(guided, eps.d, (size_t)N * per * sizeof(float));
+        }
+        sampler_step(sp, s, i, guided, x, state, rngs, N, per);
+        if (progress) progress(progress_user, i + 1, sp->steps);
+    }
+    ctx->train = train;
+    memcpy(out, x, (size_t)N * per * sizeof(float));
+    free(x), free(state), free(guided), free(lab), free(tf), free(rngs);
+}

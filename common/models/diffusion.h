@@ -1,0 +1,47 @@
+// diffusion.h: user-conditioned latent diffusion on UNet2DModel: one training micro-step
+// (noise, condition dropout to the learned "no user" class, MSE with optional min-SNR-gamma
+// weighting) and guided sampling with any sampler of sched/scheduler.h.
+//
+// Conditioning: class_embedding has users + 1 rows; row `users` (the last) is the "no user"
+// class. Training replaces each sample's label by it with probability cond_dropout, so the model
+// learns the unconditional score it is guided away from: eps = eps(x, null) + g (eps(x, u) - eps(x, null)).
+// The conditional and unconditional halves run as one batch of 2N.
+#pragma once
+#include <stdint.h>
+
+#include "../sched/scheduler.h"
+#include "models.h"
+
+typedef struct {
+    float cond_dropout;  // per-sample probability of the "no user" label (0.1)
+    float snr_gamma;     // min-SNR-gamma loss weighting; <= 0: plain MSE
+} DiffusionLossConfig;
+
+typedef struct {
+    float loss;      // the (weighted) MSE the gradients belong to
+    float mse;       // unweighted MSE
+    int dropped;     // samples trained as "no user"
+} DiffusionLosses;
+
+static inline int unet_null_class(const UNet2DModel *m) { return m->cfg.num_class_embeds - 1; }
+
+// One micro-step on clean latents x0 (N, C, h, w) with user labels (N): t ~ U{0..T-1},
+// noise ~ N(0, 1) and dropout from ctx->rng; backpropagates loss * scale into ctx->ps's grads.
+void diffusion_train_step(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, Tensor x0, const int32_t *labels,
+                          const DiffusionLossConfig *lc, float scale, DiffusionLosses *out);
+
+typedef struct {
+    Sampler sampler;
+    float guidance;   // classifier-free guidance scale; 1: conditional only
+    int always_cfg;   // evaluate the unconditional half even at guidance 1 (tests)
+} SampleConfig;
+
+typedef void (*SampleProgress)(void *user, int step, int steps);
+
+// Generates N latents (N, C, h, w) into out for users labels (N) (the null class for
+// unconditional samples), each from its own seed: the initial noise and every variance noise of
+// sample n come from rng_seed(seeds[n]) alone, so a sample can be regenerated in any batch.
+// Uses ctx->arena (reset by the caller between calls; this function resets it between steps
+// after saving its state outside the arena).
+void diffusion_sample(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, const SampleConfig *sc, const int32_t *labels,
+                      const int64_t *seeds, int N, float *out, SampleProgress progress, void *progress_user);
