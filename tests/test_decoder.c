@@ -102,7 +102,7 @@ static void *subscribe(int port) {
     void *sub = zsock_open(ZMQ_SUB, conn, 0, err, sizeof(err));
     EXPECT(sub, "SUB: %s", err);
     if (sub) EXPECT(zsock_wait_peers(sub, 1, 20000) == 0, "the SUB did not connect to the decoder's --pub");
-    usleep(200000);  // the subscription travels right after the handshake; give it time to land
+    usleep(1000000);  // the subscription travels right after the handshake; give it time to land (ASan/loaded CI: 200 ms lost it once)
     return sub;
 }
 
