@@ -1,6 +1,7 @@
-// bench_cpu.c: forward and forward+backward of the small UNet (batch 32) and small VAE
-// (batch 16) on the CPU, and `sample`'s work for 32 samples (DPM-Solver++ 2M, 20 steps, guidance
-// 2: 20 UNet passes on a batch of 64 + the scheduler steps); one line per measurement for bench/run.sh:
+// bench_cpu.c: forward and forward+backward of the small UNet (batch 32; also with activation
+// recomputation, train --grad-checkpoint) and small VAE (batch 16) on the CPU, and `sample`'s work
+// for 32 samples (DPM-Solver++ 2M, 20 steps, guidance 2: 20 UNet passes on a batch of 64 + the
+// scheduler steps); one line per measurement for bench/run.sh:
 //   doppel <model> <what> <median ms> <min ms> <reps>
 // Usage: bench_cpu [reps] [unet|vae|sample]   (threads from OMP_NUM_THREADS / OPENBLAS_NUM_THREADS)
 #include <stdio.h>
@@ -30,6 +31,21 @@ static void report(const char *model, const char *what, double *t, int reps) {
     fflush(stdout);
 }
 
+// one training step (forward, MSE, backward) in ms
+static double train_step_ms(Ctx *ctx, UNet2DModel *m, Tensor x, const float *t, const int32_t *labels,
+                            const float *target) {
+    size_t n = tensor_numel(x);
+    arena_reset(ctx->arena);
+    params_zero_grad(&m->ps);
+    double t0 = now_ms();
+    Tensor out = unet_forward(ctx, m, x, t, labels);
+    Tensor dout = ctx_zeros(ctx, out.N, out.C, out.H, out.W);
+    mse_forward(out.d, target, n);
+    mse_backward(dout.d, out.d, target, n, 1.0f);
+    unet_backward(ctx, m, dout);
+    return now_ms() - t0;
+}
+
 static void bench_unet(int reps) {
     UNetConfig c;
     preset_unet("small", 31, &c);
@@ -50,29 +66,37 @@ static void bench_unet(int reps) {
     rng_fill_normal(&rng, target, (long)n, 0, 1);
     for (int i = 0; i < N; i++) t[i] = (float)(i * 31 % 1000), labels[i] = i % 32;
     double *tf = malloc((size_t)reps * sizeof(double)), *tb = malloc((size_t)reps * sizeof(double));
+    double *tc = malloc((size_t)reps * sizeof(double));
+    Tensor xs = {x, N, c.in_channels, S, S};
     for (int r = -1; r < reps; r++) {  // r = -1 warms up (and sizes the arena)
         arena_reset(&arena);
         double t0 = now_ms();
-        unet_forward(&ctx, &m, (Tensor){x, N, c.in_channels, S, S}, t, labels);
+        unet_forward(&ctx, &m, xs, t, labels);
         if (r >= 0) tf[r] = now_ms() - t0;
     }
+    // forward+backward, then the same with activation recomputation (train --grad-checkpoint) on an
+    // arena of its own; alternated, so that a load on the machine weighs on both alike
+    Arena arena_ck;
+    arena_init(&arena_ck, 0);
     for (int r = -1; r < reps; r++) {
-        arena_reset(&arena);
-        params_zero_grad(&m.ps);
-        double t0 = now_ms();
-        Tensor out = unet_forward(&ctx, &m, (Tensor){x, N, c.in_channels, S, S}, t, labels);
-        Tensor dout = ctx_zeros(&ctx, out.N, out.C, out.H, out.W);
-        mse_forward(out.d, target, n);
-        mse_backward(dout.d, out.d, target, n, 1.0f);
-        unet_backward(&ctx, &m, dout);
-        if (r >= 0) tb[r] = now_ms() - t0;
+        for (int ck = 0; ck < 2; ck++) {
+            m.grad_checkpoint = ck;
+            ctx.arena = ck ? &arena_ck : &arena;
+            double ms = train_step_ms(&ctx, &m, xs, t, labels, target);
+            if (r >= 0) (ck ? tc : tb)[r] = ms;
+        }
     }
     report("unet-small-b32", "forward", tf, reps);
     report("unet-small-b32", "forward+backward", tb, reps);
+    report("unet-small-b32", "forward+backward-checkpointed", tc, reps);
     printf("# unet-small-b32 arena peak %.0f MB\n", arena.peak / 1048576.0);
-    free(x), free(target), free(tf), free(tb);
+    printf("# unet-small-b32 checkpointed arena peak %.0f MB (%.2fx less) for %.2fx the time (median; best %.2fx)\n",
+           arena_ck.peak / 1048576.0, (double)arena.peak / (double)arena_ck.peak, tc[reps / 2] / tb[reps / 2],
+           tc[0] / tb[0]);
+    free(x), free(target), free(tf), free(tb), free(tc);
     ctx_free(&ctx);
     arena_free(&arena);
+    arena_free(&arena_ck);
     unet_free(&m);
 }
 

@@ -5,6 +5,20 @@
 
 #include "check.h"
 
+// Under AddressSanitizer what a rewind frees is poisoned until handed out again, so a read of a
+// block's activations after its segment (unet_2d.c) is reported where it happens.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(__SANITIZE_ADDRESS__)
+#define __SANITIZE_ADDRESS__ 1
+#endif
+#endif
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#else
+#define ASAN_POISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#define ASAN_UNPOISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#endif
+
 #define ARENA_ALIGN 64
 #define ARENA_MIN_CHUNK ((size_t)64 << 20)
 
@@ -40,6 +54,7 @@ void *arena_alloc(Arena *a, size_t bytes) {
         a->head = c;
     }
     void *p = a->head->mem + a->head->used;
+    ASAN_UNPOISON_MEMORY_REGION(p, bytes);
     a->head->used += bytes;
     a->used += bytes;
     if (a->used > a->peak) a->peak = a->used;
@@ -54,8 +69,27 @@ float *arena_zeros(Arena *a, size_t n) {
     return p;
 }
 
+ArenaMark arena_mark(const Arena *a) { return (ArenaMark){a->head, a->head ? a->head->used : 0, a->used}; }
+
+void arena_rewind(Arena *a, ArenaMark m) {
+    while (a->head != m.chunk) {  // chunks added after the mark (only while the arena still grows)
+        CHECK(a->head, "arena_rewind: the mark is not from this arena (or it was reset since)");
+        ArenaChunk *c = a->head;
+        a->head = c->next;
+        free(c->mem);
+        free(c);
+    }
+    if (a->head) {
+        a->head->used = m.chunk_used;
+        ASAN_POISON_MEMORY_REGION(a->head->mem + m.chunk_used, a->head->cap - m.chunk_used);
+    }
+    a->used = m.used;
+}
+
 void arena_reset(Arena *a) {
-    if (a->head && a->head->next) {  // several chunks: replace them by one that holds the peak
+    // several chunks, or one too small for the peak (a rewind freed the others): replace them by
+    // one that holds the peak
+    if (a->head && (a->head->next || a->head->cap < a->peak)) {
         size_t peak = a->peak;
         arena_free(a);
         a->head = chunk_new(peak + ARENA_ALIGN);

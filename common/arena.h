@@ -1,6 +1,7 @@
 // arena.h: per-step bump allocator for activations and their gradients.
 // The first step grows it in chunks; arena_reset() then merges them into one block, so every
-// later step of the same shape runs without a single malloc.
+// later step of the same shape runs without a single malloc. arena_mark()/arena_rewind() free
+// everything allocated after a mark (activation recomputation frees a block's activations so).
 #pragma once
 #include <stddef.h>
 
@@ -16,9 +17,18 @@ typedef struct {
     size_t peak;       // largest `used` seen
 } Arena;
 
+typedef struct {
+    ArenaChunk *chunk;  // the head chunk when the mark was taken
+    size_t chunk_used, used;
+} ArenaMark;
+
 void arena_init(Arena *a, size_t bytes);
 void arena_free(Arena *a);
 void *arena_alloc(Arena *a, size_t bytes);   // 64-byte aligned, uninitialised
 float *arena_floats(Arena *a, size_t n);     // uninitialised
 float *arena_zeros(Arena *a, size_t n);      // zero-filled (gradients accumulate into these)
 void arena_reset(Arena *a);                  // forget everything; keep (and merge) the memory
+ArenaMark arena_mark(const Arena *a);
+// frees what was allocated since m (taken on this arena, with no reset in between); `peak` keeps
+// the high-water mark, so the next arena_reset() sizes the one block to hold it
+void arena_rewind(Arena *a, ArenaMark m);

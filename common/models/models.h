@@ -60,12 +60,19 @@ typedef struct {
     UpBlock up[MAX_BLOCKS];
     MidBlock mid;
     GroupNorm conv_norm_out;
+    int grad_checkpoint;  // training option: recompute each block's activations in backward (unet_2d.c)
     // saved for backward
     const int32_t *labels;
     float *emb;    // (N, time_embed_dim)
     Tensor n_out;
     Tensor skips[MAX_BLOCKS * (MAX_LAYERS + 1) + 1];
     int n_skips;
+    // per block in forward order (down blocks, mid, up blocks): its input, where its skips start,
+    // and with checkpointing the dropout RNG as it began
+    int checkpointed;  // the last forward ran with grad_checkpoint on
+    Tensor block_in[2 * MAX_BLOCKS + 1];
+    int block_skip[2 * MAX_BLOCKS + 1];
+    Rng block_rng[2 * MAX_BLOCKS + 1];
 } UNet2DModel;
 
 void unet_build(UNet2DModel *m, const UNetConfig *cfg);

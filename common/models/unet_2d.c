@@ -1,6 +1,18 @@
 // unet_2d.c: diffusers' UNet2DModel (positional time embedding, class_embedding for users).
 // Skips are an explicit stack: conv_in's output, then every down block's output states; each up
 // block pops as many as it has resnets.
+//
+// Activation recomputation (m->grad_checkpoint; `doppel-diffuser train --grad-checkpoint`): the
+// forward runs each block (down blocks, mid, up blocks) as a segment: it copies the block's
+// outputs (hidden state; a down block's skips) into arena memory taken before a mark, then rewinds
+// the arena to the mark, freeing the block's activations. The backward, block by block in reverse,
+// marks the arena, restores the RNG the block's forward began with (dropout replays its masks),
+// runs the block's forward again from its kept input (refilling what the block structs save),
+// then its backward, copies the input gradient into memory taken before the mark, and rewinds.
+// Parameter, skip and embedding gradients add into buffers that outlive every segment, in the
+// same order as without recomputation: the results are bit-identical, for one more forward of
+// every block. What stays: the skips, each block's output, their gradients and one block's
+// activations at a time.
 #include <string.h>
 
 #include "../check.h"
@@ -47,12 +59,72 @@ void unet_build(UNet2DModel *m, const UNetConfig *c) {
 
 void unet_free(UNet2DModel *m) { params_free(&m->ps); }
 
+// Block k in forward order: down blocks 0..B-1, the mid block B, up blocks B+1..2B. A down block
+// pushes its output states at res; an up block reads its skips there.
+static Tensor block_forward(Ctx *ctx, UNet2DModel *m, int k, Tensor x, Tensor *res) {
+    int B = m->cfg.n_blocks;
+    if (k < B) return down_block_forward(ctx, &m->down[k], x, m->emb, res);
+    if (k == B) return mid_block_forward(ctx, &m->mid, x, m->emb);
+    return up_block_forward(ctx, &m->up[k - B - 1], x, res, m->emb);
+}
+
+static Tensor block_backward(Ctx *ctx, UNet2DModel *m, int k, Tensor dout, Tensor *dres, float *demb) {
+    int B = m->cfg.n_blocks;
+    if (k < B) return down_block_backward(ctx, &m->down[k], dout, dres, demb);
+    if (k == B) return mid_block_backward(ctx, &m->mid, dout, demb);
+    return up_block_backward(ctx, &m->up[k - B - 1], dout, dres, demb);
+}
+
+static void copy_tensor(Tensor dst, Tensor src) {
+    CHECK(dst.N == src.N && dst.C == src.C && dst.H == src.H && dst.W == src.W,
+          "UNet checkpointing: a block made (%d, %d, %d, %d) where (%d, %d, %d, %d) was expected (bug in a shape helper)",
+          src.N, src.C, src.H, src.W, dst.N, dst.C, dst.H, dst.W);
+    memcpy(dst.d, src.d, tensor_numel(src) * sizeof(float));
+}
+
+// The forward of block k; checkpointed, as a segment that keeps only the block's outputs.
+static Tensor run_block(Ctx *ctx, UNet2DModel *m, int k, Tensor x) {
+    int B = m->cfg.n_blocks;
+    Tensor *res = &m->skips[m->block_skip[k]];
+    m->block_in[k] = x;
+    if (!m->checkpointed) return block_forward(ctx, m, k, x, res);
+    int n = k < B ? down_block_n_out(&m->down[k]) : 1;
+    Tensor kept[MAX_LAYERS + 1], made[MAX_LAYERS + 1];
+    if (k < B) down_block_out_shapes(&m->down[k], x, kept);
+    else kept[0] = k == B ? x : up_block_out_shape(&m->up[k - B - 1], x);  // the mid block keeps the shape
+    for (int j = 0; j < n; j++) kept[j].d = arena_floats(ctx->arena, tensor_numel(kept[j]));  // outlive the segment
+    m->block_rng[k] = *ctx->rng;
+    ArenaMark mark = arena_mark(ctx->arena);
+    made[n - 1] = block_forward(ctx, m, k, x, k < B ? made : res);
+    for (int j = 0; j < n; j++) copy_tensor(kept[j], made[j]);
+    arena_rewind(ctx->arena, mark);
+    if (k < B) memcpy(res, kept, (size_t)n * sizeof(Tensor));
+    return kept[n - 1];
+}
+
+// The backward of block k; checkpointed, its forward runs again first, in a segment that keeps
+// only the input gradient.
+static Tensor backprop_block(Ctx *ctx, UNet2DModel *m, int k, Tensor dout, Tensor *dskips, float *demb) {
+    int B = m->cfg.n_blocks;
+    Tensor *dres = k == B ? NULL : &dskips[m->block_skip[k]];
+    if (!m->checkpointed) return block_backward(ctx, m, k, dout, dres, demb);
+    Tensor x = m->block_in[k], dx = ctx_tensor(ctx, x.N, x.C, x.H, x.W);  // outlives the segment
+    Tensor made[MAX_LAYERS + 1];
+    *ctx->rng = m->block_rng[k];
+    ArenaMark mark = arena_mark(ctx->arena);
+    block_forward(ctx, m, k, x, k < B ? made : &m->skips[m->block_skip[k]]);  // refills the saved activations
+    copy_tensor(dx, block_backward(ctx, m, k, dout, dres, demb));
+    arena_rewind(ctx->arena, mark);
+    return dx;
+}
+
 Tensor unet_forward(Ctx *ctx, UNet2DModel *m, Tensor sample, const float *timesteps, const int32_t *class_labels) {
     const UNetConfig *c = &m->cfg;
-    int N = sample.N, C0 = c->block_out_channels[0], D = m->time_embed_dim;
+    int N = sample.N, C0 = c->block_out_channels[0], D = m->time_embed_dim, B = c->n_blocks;
     CHECK(sample.C == c->in_channels, "UNet: sample has %d channels, model expects %d", sample.C, c->in_channels);
     CHECK(m->class_embedding < 0 || class_labels, "UNet: class_labels are needed (model has num_class_embeds=%d)",
           c->num_class_embeds);
+    m->checkpointed = m->grad_checkpoint;
     // 1. time + class embedding
     float *t_emb = arena_floats(ctx->arena, (size_t)N * C0);  // [N, C0]
     timestep_embedding_forward(t_emb, timesteps, N, C0, c->flip_sin_to_cos, c->freq_shift, 1.0f, 10000.0f);
@@ -66,21 +138,24 @@ Tensor unet_forward(Ctx *ctx, UNet2DModel *m, Tensor sample, const float *timest
         embedding_forward(ce, class_labels, param_ptr(ctx->ps, m->class_embedding), N, D);
         accumulate(m->emb, ce, (size_t)N * D);
     }
-    // 2. conv_in, 3. down
+    // 2. conv_in, 3. down: each block pushes its output states
     Tensor h = conv2d_layer_forward(ctx, &m->conv_in, sample);  // [N, C0, H, W]
     m->n_skips = 0;
     m->skips[m->n_skips++] = h;
-    for (int i = 0; i < c->n_blocks; i++) {
-        h = down_block_forward(ctx, &m->down[i], h, m->emb, &m->skips[m->n_skips]);
+    for (int i = 0; i < B; i++) {
+        m->block_skip[i] = m->n_skips;
+        h = run_block(ctx, m, i, h);                             // [N, C_i, H/2^(i+1), W/2^(i+1)], the last not halved
         m->n_skips += down_block_n_out(&m->down[i]);
     }
     // 4. mid
-    h = mid_block_forward(ctx, &m->mid, h, m->emb);  // [N, Ctop, H/f, W/f]
+    m->block_skip[B] = m->n_skips;
+    h = run_block(ctx, m, B, h);                                 // [N, Ctop, H/f, W/f]
     // 5. up: each block consumes the top len(resnets) skips
     int top = m->n_skips;
-    for (int i = 0; i < c->n_blocks; i++) {
+    for (int i = 0; i < B; i++) {
         top -= m->up[i].n;
-        h = up_block_forward(ctx, &m->up[i], h, &m->skips[top], m->emb);
+        m->block_skip[B + 1 + i] = top;
+        h = run_block(ctx, m, B + 1 + i, h);                     // [N, C_(B-1-i), 2h, 2w], the last not doubled
     }
     CHECK(top == 0, "UNet: %d skip connections left unused (bug in block wiring)", top);
     // 6. post-process
@@ -91,6 +166,7 @@ Tensor unet_forward(Ctx *ctx, UNet2DModel *m, Tensor sample, const float *timest
 Tensor unet_backward(Ctx *ctx, UNet2DModel *m, Tensor dout) {
     const UNetConfig *c = &m->cfg;
     int N = dout.N, D = m->time_embed_dim;
+    Rng rng = *ctx->rng;  // the state after the forward: recomputation replays the blocks' dropout
     float *demb = arena_zeros(ctx->arena, (size_t)N * D);
     Tensor dskips[MAX_BLOCKS * (MAX_LAYERS + 1) + 1];
     for (int i = 0; i < m->n_skips; i++) {
@@ -100,20 +176,12 @@ Tensor unet_backward(Ctx *ctx, UNet2DModel *m, Tensor dout) {
     Tensor g = conv2d_layer_backward(ctx, &m->conv_out, dout);
     g = silu_tensor_backward(ctx, g, m->n_out);
     g = groupnorm_layer_backward(ctx, &m->conv_norm_out, g);
-    int top = 0;
-    for (int i = c->n_blocks - 1; i >= 0; i--) {
-        g = up_block_backward(ctx, &m->up[i], g, &dskips[top], demb);
-        top += m->up[i].n;
-    }
-    g = mid_block_backward(ctx, &m->mid, g, demb);
-    int k = m->n_skips;
-    for (int i = c->n_blocks - 1; i >= 0; i--) {
-        k -= down_block_n_out(&m->down[i]);
-        g = down_block_backward(ctx, &m->down[i], g, &dskips[k], demb);
-    }
+    for (int k = 2 * c->n_blocks; k >= 0; k--)  // up blocks, mid, down blocks
+        g = backprop_block(ctx, m, k, g, dskips, demb);
     accumulate(g.d, dskips[0].d, tensor_numel(g));  // conv_in's output was skip 0
     Tensor dsample = conv2d_layer_backward(ctx, &m->conv_in, g);
     if (m->class_embedding >= 0) embedding_backward(grad_ptr(ctx->ps, m->class_embedding), demb, m->labels, N, D);
     timestep_embedding_block_backward(ctx, &m->time_embedding, demb);  // timesteps take no gradient
+    *ctx->rng = rng;
     return dsample;
 }

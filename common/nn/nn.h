@@ -149,6 +149,8 @@ typedef struct {
 void down_block_init(DownBlock *b, ParamSet *ps, const char *prefix, const char *type, int cin, int cout,
                      int num_layers, int add_downsample, const BlockConfig *cfg);
 int down_block_n_out(const DownBlock *b);
+// the shapes (d NULL) of down_block_forward's output states for input x, without running it
+void down_block_out_shapes(const DownBlock *b, Tensor x, Tensor *res_out);
 Tensor down_block_forward(Ctx *ctx, DownBlock *b, Tensor x, const float *temb, Tensor *res_out);
 // dres: gradients of the output states (entries with d == NULL are zero); returns dx
 Tensor down_block_backward(Ctx *ctx, DownBlock *b, Tensor dhidden, const Tensor *dres, float *dtemb);
@@ -164,6 +166,7 @@ typedef struct {
 void up_block_init(UpBlock *b, ParamSet *ps, const char *prefix, const char *type, int cin, int prev_out,
                    int cout, int num_layers, int add_upsample, const BlockConfig *cfg);
 Tensor up_block_forward(Ctx *ctx, UpBlock *b, Tensor x, const Tensor *res, const float *temb);
+Tensor up_block_out_shape(const UpBlock *b, Tensor x);  // d NULL
 // dres: gradient buffers matching res (zeroed by the caller), added into
 Tensor up_block_backward(Ctx *ctx, UpBlock *b, Tensor dout, Tensor *dres, float *dtemb);
 

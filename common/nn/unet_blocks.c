@@ -43,6 +43,16 @@ void down_block_init(DownBlock *b, ParamSet *ps, const char *prefix, const char 
 
 int down_block_n_out(const DownBlock *b) { return b->n + b->has_down; }
 
+void down_block_out_shapes(const DownBlock *b, Tensor x, Tensor *res_out) {
+    Tensor h = {NULL, x.N, b->cout, x.H, x.W};
+    for (int i = 0; i < b->n; i++) res_out[i] = h;
+    if (b->has_down) {
+        const Conv2d *l = &b->down.conv;
+        Conv2dDims d = {h.N, h.C, h.H, h.W, l->cout, l->k, l->stride, l->pad_t, l->pad_b, l->pad_l, l->pad_r};
+        res_out[b->n] = (Tensor){NULL, h.N, l->cout, conv2d_oh(d), conv2d_ow(d)};
+    }
+}
+
 Tensor down_block_forward(Ctx *ctx, DownBlock *b, Tensor x, const float *temb, Tensor *res_out) {
     Tensor h = x;
     for (int i = 0; i < b->n; i++) {
@@ -122,6 +132,11 @@ Tensor up_block_forward(Ctx *ctx, UpBlock *b, Tensor x, const Tensor *res, const
     }
     if (b->has_up) h = upsample_forward(ctx, &b->up, h);                  // [N, Cout, 2H, 2W]
     return h;
+}
+
+Tensor up_block_out_shape(const UpBlock *b, Tensor x) {
+    int s = b->has_up ? 2 : 1;  // Upsample2D: nearest x2, then a 3x3 conv with padding 1
+    return (Tensor){NULL, x.N, b->cout, s * x.H, s * x.W};
 }
 
 Tensor up_block_backward(Ctx *ctx, UpBlock *b, Tensor dout, Tensor *dres, float *dtemb) {
