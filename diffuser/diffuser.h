@@ -1,4 +1,5 @@
-// diffuser.h: what doppel-diffuser's subcommands share (train.c, sample.c, serve.c, latents.c).
+// diffuser.h: what doppel-diffuser's subcommands share (train.c, train_classifier.c, sample.c, serve.c,
+// latents.c).
 #pragma once
 #include <jansson.h>
 #include <stdint.h>
@@ -14,6 +15,7 @@
 int diffuser_train_main(int argc, char **argv);
 int diffuser_sample_main(int argc, char **argv);
 int diffuser_serve_main(int argc, char **argv);
+int diffuser_train_classifier_main(int argc, char **argv);  // train_classifier.c
 
 // ---- latents.c: where training latents come from ----
 // A latent cache (doppel-encoder encode --cache) is read whole; batch b of B samples takes

@@ -61,9 +61,9 @@ int diffuser_sample_grid(UNet2DModel *m, const NoiseSchedule *s, VaeFolder *vae,
 
 // ---- sample ----
 typedef struct {
-    const char *unet, *users, *out, *cache, *vae;
-    int per_user, steps, batch, karras, no_ema, threads, timeout_s;
-    double guidance, eta;
+    const char *unet, *users, *out, *cache, *vae, *classifier;
+    int per_user, steps, batch, karras, no_ema, threads, timeout_s, scale_given;
+    double guidance, eta, classifier_scale;
     uint64_t seed;
     SamplerKind kind;
 } SampleOptions;
@@ -84,6 +84,9 @@ static const char *USAGE_SAMPLE =
     "  --sampler ddpm|ddim|dpmpp2m   (dpmpp2m = DPM-Solver++ 2M)   --steps S (20)\n"
     "  --eta E              DDIM's eta (0)         --karras    Karras sigmas (DPM-Solver++)\n"
     "  --guidance G         classifier-free guidance scale (2; 1 = conditional only, no 'no user' pass)\n"
+    "  --classifier DIR     classifier guidance with a latent classifier (doppel-diffuser train-classifier;\n"
+    "                       it must share the UNet's users, latent shape and noise schedule)\n"
+    "  --classifier-scale S its gradient's scale: eps - sqrt(1 - alphas_cumprod[t]) S grad log p(user | x_t) (1)\n"
     "  --seed S             sample k of user u has seed S + 1000000 u + k (in the 'seed' tensor and\n"
     "                       the PNG names); its noise comes from that seed alone, so any sample can be\n"
     "                       regenerated with --users <u> --per-user 1 --seed <its seed - 1000000 u>\n"
@@ -96,15 +99,16 @@ static const char *USAGE_SAMPLE =
 
 static SampleOptions parse_sample(int argc, char **argv) {
     SampleOptions o = {.users = "all", .per_user = 8, .steps = 20, .batch = 32, .guidance = 2.0, .kind = SAMPLER_DPMPP_2M,
-                       .timeout_s = 300};
+                       .timeout_s = 300, .classifier_scale = 1.0};
     enum { O_UNET = 256, O_USERS, O_PER, O_SAMPLER, O_STEPS, O_ETA, O_KARRAS, O_G, O_SEED, O_BATCH, O_OUT, O_CACHE, O_VAE,
-           O_NOEMA, O_THREADS, O_TIMEOUT, O_DEVICE, O_HELP };
+           O_NOEMA, O_THREADS, O_TIMEOUT, O_DEVICE, O_CLS, O_CLS_SCALE, O_HELP };
     static const struct option opts[] = {
         {"unet", 1, 0, O_UNET}, {"users", 1, 0, O_USERS}, {"per-user", 1, 0, O_PER}, {"sampler", 1, 0, O_SAMPLER},
         {"steps", 1, 0, O_STEPS}, {"eta", 1, 0, O_ETA}, {"karras", 0, 0, O_KARRAS}, {"guidance", 1, 0, O_G},
         {"seed", 1, 0, O_SEED}, {"batch", 1, 0, O_BATCH}, {"out", 1, 0, O_OUT}, {"cache", 1, 0, O_CACHE},
         {"vae", 1, 0, O_VAE}, {"no-ema", 0, 0, O_NOEMA}, {"threads", 1, 0, O_THREADS}, {"timeout", 1, 0, O_TIMEOUT},
-        {"device", 1, 0, O_DEVICE}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+        {"device", 1, 0, O_DEVICE}, {"classifier", 1, 0, O_CLS}, {"classifier-scale", 1, 0, O_CLS_SCALE},
+        {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -129,12 +133,15 @@ static SampleOptions parse_sample(int argc, char **argv) {
             if (!strcmp(optarg, "cuda")) fprintf(stderr, "doppel-diffuser: --device cuda: the CUDA backend is not built yet; using the CPU\n");
             else if (strcmp(optarg, "cpu")) cli_usage_error(TOOL, "--device must be cpu or cuda");
             break;
+        case O_CLS: o.classifier = optarg; break;
+        case O_CLS_SCALE: o.classifier_scale = cli_parse_double(TOOL, "--classifier-scale", optarg, 0, 1e4), o.scale_given = 1; break;
         case O_HELP: fputs(USAGE_SAMPLE, stdout); exit(EXIT_OK);
         default: cli_usage_error(TOOL, "unknown option for 'sample'");
         }
     }
     if (optind < argc) cli_usage_error(TOOL, "unexpected argument '%s'", argv[optind]);
     if (!o.unet) cli_usage_error(TOOL, "--unet DIR is required");
+    if (o.scale_given && !o.classifier) cli_usage_error(TOOL, "--classifier-scale needs --classifier DIR");
     if (!o.out && !o.cache) o.out = "@tcp://127.0.0.1:5556";
     if (o.threads) omp_set_num_threads(o.threads);
     return o;
@@ -229,7 +236,14 @@ int diffuser_sample_main(int argc, char **argv) {
     int32_t *users;
     int nu = diffuser_parse_users(o.users, u.users, U, &users, err, sizeof(err));
     if (nu < 0) cli_usage_error(TOOL, "--users: %s", err);
-    SampleConfig sc = {.guidance = (float)o.guidance};
+    LatentClassifier *cls = NULL;  // classifier guidance
+    if (o.classifier) {
+        cls = xcalloc(1, sizeof(*cls));
+        if (latent_classifier_load(cls, o.classifier, err, sizeof(err))) return fprintf(stderr, "doppel-diffuser: %s\n", err), EXIT_RUNTIME;
+        if (latent_classifier_fits_unet(cls, &m->cfg, u.users, &u.sched, err, sizeof(err)))
+            return fprintf(stderr, "doppel-diffuser: %s and %s do not fit: %s\n", o.unet, o.classifier, err), EXIT_RUNTIME;
+    }
+    SampleConfig sc = {.guidance = (float)o.guidance, .classifier = cls, .classifier_scale = (float)o.classifier_scale};
     if (sampler_init(&sc.sampler, &u.sched, o.kind, o.steps, (float)o.eta, o.karras, err, sizeof(err)))
         cli_usage_error(TOOL, "%s", err);
     void *out = NULL;
@@ -244,8 +258,14 @@ int diffuser_sample_main(int argc, char **argv) {
     float *all = o.cache ? xmalloc((size_t)N * per * sizeof(float)) : NULL;
     float *z = xmalloc((size_t)o.batch * per * sizeof(float));
     json_t *meta = diffuser_sample_meta(&u, o.unet, &sc, used_ema);
-    fprintf(stderr, "doppel-diffuser: %lld samples (%d users x %d) with %s, %d steps, guidance %g, %s weights%s%s\n",
-            (long long)N, nu, o.per_user, sampler_kind_name(o.kind), o.steps, o.guidance, used_ema ? "EMA" : "raw",
+    if (cls) {
+        json_object_set_new(meta, "classifier", json_string(o.classifier));
+        json_object_set_new(meta, "classifier_scale", json_real(o.classifier_scale));
+    }
+    char cg[600] = "";
+    if (cls) snprintf(cg, sizeof(cg), ", classifier guidance %g (%s)", o.classifier_scale, o.classifier);
+    fprintf(stderr, "doppel-diffuser: %lld samples (%d users x %d) with %s, %d steps, guidance %g%s, %s weights%s%s\n",
+            (long long)N, nu, o.per_user, sampler_kind_name(o.kind), o.steps, o.guidance, cg, used_ema ? "EMA" : "raw",
             out ? ", to " : "", out ? o.out : "");
     Arena arena;
     arena_init(&arena, 0);
@@ -308,6 +328,7 @@ int diffuser_sample_main(int argc, char **argv) {
     ctx_free(&ctx), arena_free(&arena);
     zsock_close(&out);
     zsock_term();
+    if (cls) latent_classifier_free(cls), free(cls);
     unet_folder_free(&u);
     return rc;
 }

@@ -1,6 +1,7 @@
 // diffusion.c: the diffusion training step and guided sampling (see diffusion.h).
 #include "diffusion.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +56,22 @@ void diffusion_train_step(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, Tens
     unet_backward(ctx, m, dpred);
 }
 
+// classifier guidance on the combined output `guided` (N, per) at timestep t (see diffusion.h);
+// x (N, per) is x_t, grad (N, per) scratch
+static void classifier_guide(Ctx *cctx, const SampleConfig *sc, const NoiseSchedule *s, int t, const float *x,
+                             const int32_t *labels, int N, int C, int H, int W, float *grad, float *guided) {
+    size_t n = (size_t)N * C * H * W;
+    Tensor xc = ctx_tensor(cctx, N, C, H, W);                   // [N, C, H, W]
+    float *tc = arena_floats(cctx->arena, (size_t)N);            // (N)
+    memcpy(xc.d, x, n * sizeof(float));
+    for (int i = 0; i < N; i++) tc[i] = (float)t;
+    latent_classifier_log_prob_grad(cctx, sc->classifier, xc, tc, labels, grad, NULL);
+    float ac = s->alphas_cumprod[t];
+    // epsilon: eps - sqrt(1 - ac) s g; v (linear in eps at fixed x_t): v - sqrt((1 - ac) / ac) s g
+    float k = sc->classifier_scale * (s->prediction == PRED_EPSILON ? sqrtf(1.0f - ac) : sqrtf((1.0f - ac) / ac));
+    for (size_t j = 0; j < n; j++) guided[j] -= k * grad[j];
+}
+
 void diffusion_sample(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, const SampleConfig *sc, const int32_t *labels,
                       const int64_t *seeds, int N, float *out, SampleProgress progress, void *progress_user) {
     const UNetConfig *c = &m->cfg;
@@ -75,6 +92,12 @@ void diffusion_sample(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, const Sa
         lab[n] = labels[n];
         if (cfg) lab[N + n] = null;
     }
+    Ctx cctx = {0};  // the classifier's: its own parameters, the same arena
+    float *grad = NULL;                                           // (N, C, H, W) grad log p(y | x_t)
+    if (sc->classifier) {
+        ctx_init(&cctx, &sc->classifier->ps, ctx->arena, ctx->rng);
+        grad = xmalloc((size_t)N * per * sizeof(float));
+    }
     int train = ctx->train;
     ctx->train = 0;
     for (int i = 0; i < sp->steps; i++) {
@@ -90,10 +113,12 @@ void diffusion_sample(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, const Sa
         } else {
             memcpy(guided, eps.d, (size_t)N * per * sizeof(float));
         }
+        if (sc->classifier) classifier_guide(&cctx, sc, s, sp->timesteps[i], x, lab, N, C, H, W, grad, guided);
         sampler_step(sp, s, i, guided, x, state, rngs, N, per);
         if (progress) progress(progress_user, i + 1, sp->steps);
     }
     ctx->train = train;
     memcpy(out, x, (size_t)N * per * sizeof(float));
-    free(x), free(state), free(guided), free(lab), free(tf), free(rngs);
+    if (sc->classifier) ctx_free(&cctx);
+    free(x), free(state), free(guided), free(lab), free(tf), free(rngs), free(grad);
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "../sched/scheduler.h"
+#include "latent_classifier.h"
 #include "models.h"
 
 typedef struct {
@@ -34,6 +35,9 @@ typedef struct {
     Sampler sampler;
     float guidance;   // classifier-free guidance scale; 1: conditional only
     int always_cfg;   // evaluate the unconditional half even at guidance 1 (tests)
+    // optional classifier guidance (NULL: none; then sampling is exactly as without these fields)
+    LatentClassifier *classifier;  // trained under the UNet's schedule on its users (latent_classifier_fits_unet)
+    float classifier_scale;        // s in eps - sqrt(1 - ac[t]) s grad log p(y | x_t)
 } SampleConfig;
 
 typedef void (*SampleProgress)(void *user, int step, int steps);
@@ -43,5 +47,13 @@ typedef void (*SampleProgress)(void *user, int step, int steps);
 // sample n come from rng_seed(seeds[n]) alone, so a sample can be regenerated in any batch.
 // Uses ctx->arena (reset by the caller between calls; this function resets it between steps
 // after saving its state outside the arena).
+//
+// Classifier guidance (Dhariwal & Nichol 2021, eq. 14), when sc->classifier is set: at every step
+// the classifier sees the current x_t at the step's timestep t, and the (CFG-combined) output is
+//   epsilon:       eps_hat = eps - sqrt(1 - ac[t]) s grad_x log p(y | x_t)
+//   v_prediction:  v converted to eps = sqrt(ac) v + sqrt(1 - ac) x_t, guided as above, converted
+//                  back; v is linear in eps at fixed x_t, so this is v_hat = v - sqrt((1 - ac) / ac) s grad
+// (ac = alphas_cumprod[t]). Samples of the "no user" class get no classifier term. The classifier
+// shares ctx->arena; its parameter gradients are left holding the sum of the guidance backwards.
 void diffusion_sample(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, const SampleConfig *sc, const int32_t *labels,
                       const int64_t *seeds, int N, float *out, SampleProgress progress, void *progress_user);

@@ -18,13 +18,17 @@ json_t *unet_folder_doppel(const UNetFolder *u) {
     return d;
 }
 
+void schedule_to_json(json_t *o, const NoiseSchedule *s) {
+    json_object_set_new(o, "beta_schedule", json_string(beta_schedule_name(s->beta_schedule)));
+    json_object_set_new(o, "num_train_timesteps", json_integer(s->T));
+    json_object_set_new(o, "beta_start", json_real(s->beta_start));
+    json_object_set_new(o, "beta_end", json_real(s->beta_end));
+}
+
 void unet_folder_set_schedule(UNetFolder *u, const NoiseSchedule *s) {
     json_t *d = unet_folder_doppel(u);
     json_object_set_new(d, "prediction_type", json_string(prediction_type_name(s->prediction)));
-    json_object_set_new(d, "beta_schedule", json_string(beta_schedule_name(s->beta_schedule)));
-    json_object_set_new(d, "num_train_timesteps", json_integer(s->T));
-    json_object_set_new(d, "beta_start", json_real(s->beta_start));
-    json_object_set_new(d, "beta_end", json_real(s->beta_end));
+    schedule_to_json(d, s);
 }
 
 static const char *str_or(const json_t *o, const char *key, const char *dflt) {
@@ -37,15 +41,14 @@ static double num_or(const json_t *o, const char *key, double dflt) {
     return json_is_number(v) ? json_number_value(v) : dflt;
 }
 
-// the schedule from doppel's keys, diffusers' DDPMScheduler defaults for what is absent
-static int schedule_from_config(NoiseSchedule *s, const json_t *d, char *err, size_t errlen) {
+int schedule_from_json(NoiseSchedule *s, const json_t *d, char *err, size_t errlen) {
     BetaSchedule b;
     PredictionType p;
     const char *bs = str_or(d, "beta_schedule", "linear"), *pt = str_or(d, "prediction_type", "epsilon");
-    if (beta_schedule_parse(bs, &b)) return errf(err, errlen, "unknown doppel.beta_schedule '%s'", bs);
-    if (prediction_type_parse(pt, &p)) return errf(err, errlen, "unknown doppel.prediction_type '%s'", pt);
+    if (beta_schedule_parse(bs, &b)) return errf(err, errlen, "unknown beta_schedule '%s'", bs);
+    if (prediction_type_parse(pt, &p)) return errf(err, errlen, "unknown prediction_type '%s'", pt);
     double T = num_or(d, "num_train_timesteps", 1000);
-    if (T != (int)T) return errf(err, errlen, "doppel.num_train_timesteps %g is not an integer", T);
+    if (T != (int)T) return errf(err, errlen, "num_train_timesteps %g is not an integer", T);
     return noise_schedule_init(s, (int)T, b, (float)num_or(d, "beta_start", 0.0001), (float)num_or(d, "beta_end", 0.02), p,
                                err, errlen);
 }
@@ -58,7 +61,7 @@ int unet_folder_load(UNetFolder *u, const char *dir, int use_ema, int *used_ema,
     if (!u->config) return errf(err, errlen, "UNet folder %s: %s", dir, e);
     UNetConfig c;
     json_t *d = json_object_get(u->config, "doppel");
-    if (unet_config_from_json(&c, u->config, e, sizeof(e)) || schedule_from_config(&u->sched, d, e, sizeof(e))) {
+    if (unet_config_from_json(&c, u->config, e, sizeof(e)) || schedule_from_json(&u->sched, d, e, sizeof(e))) {
         json_decref(u->config), u->config = NULL;
         return errf(err, errlen, "UNet folder %s: %s", dir, e);
     }

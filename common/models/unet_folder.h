@@ -29,8 +29,14 @@ int unet_folder_load(UNetFolder *u, const char *dir, int use_ema, int *used_ema,
 int unet_folder_save(const UNetFolder *u, const char *dir, int use_ema, char *err, size_t errlen);
 void unet_folder_free(UNetFolder *u);
 json_t *unet_folder_doppel(const UNetFolder *u);  // the "doppel" object, created if absent
-// doppel.<schedule keys> <- s
+// doppel.<schedule keys> <- s (prediction_type and schedule_to_json's keys)
 void unet_folder_set_schedule(UNetFolder *u, const NoiseSchedule *s);
+// The noise schedule keys of a config object (a UNet's "doppel", a latent classifier's top level):
+// schedule_to_json writes beta_schedule, num_train_timesteps, beta_start, beta_end; schedule_from_json
+// reads them and prediction_type, with diffusers' DDPMScheduler defaults for absent keys (o may be
+// NULL): 0, or -1 + err naming the key.
+void schedule_to_json(json_t *o, const NoiseSchedule *s);
+int schedule_from_json(NoiseSchedule *s, const json_t *o, char *err, size_t errlen);
 
 // A VAE/UNet pair fits when the UNet's in_channels == the VAE's latent_channels, the UNet's
 // sample_size == the VAE's sample_size / downscale, and the user tables agree (same count; the
