@@ -154,6 +154,21 @@ static void history_plot(const History *h, const char *dir) {
         fprintf(stderr, "doppel-diffuser: no loss curve: %s\n", err);
 }
 
+// a resumed run's curve starts with the steps the metrics file already holds (up to `upto`)
+static void history_reload(History *h, const char *metrics, int64_t upto) {
+    FILE *f = fopen(metrics, "r");
+    if (!f) return;
+    char line[1024];
+    while (fgets(line, sizeof(line), f)) {
+        json_t *j = json_loads(line, 0, NULL);
+        json_t *st = json_object_get(j, "step"), *l = json_object_get(j, "loss");
+        if (json_is_integer(st) && json_is_number(l) && json_integer_value(st) <= upto)
+            history_add(h, json_integer_value(st), (float)json_number_value(l));
+        json_decref(j);
+    }
+    fclose(f);
+}
+
 // ---- the model folder ----
 static int make_or_resume(UNetFolder *u, const TrainOptions *o, const LatentSource *src, int n_users, int resuming,
                           Rng *rng, char *err, size_t errlen) {
@@ -284,6 +299,7 @@ int diffuser_train_main(int argc, char **argv) {
     ctx.train = 1;
     DiffusionLossConfig lc = {(float)o.dropout, (float)o.snr_gamma};
     History hist = {0};
+    if (resuming) history_reload(&hist, o.metrics ? o.metrics : path, opt.step);
     fprintf(stderr, "doppel-diffuser: %s UNet (%zu parameters), %d users + 'no user', latents %dx%dx%d, %s, %s schedule, %d steps x %d batch(es) of %s%d\n",
             o.preset, params_count_floats(&m->ps), n_users, src.C, src.h, src.w, prediction_type_name(u.sched.prediction),
             beta_schedule_name(u.sched.beta_schedule), o.steps, o.accum, src.sock ? "~" : "", src.sock ? 0 : o.batch);
