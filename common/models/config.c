@@ -290,3 +290,20 @@ int preset_unet(const char *name, int num_users, UNetConfig *c) {
     }
     return 0;
 }
+
+int check_block_layout(int n_blocks, const int *block_out_channels, int layers_per_block, int norm_num_groups, char *err,
+                       size_t errlen) {
+    if (n_blocks < 1 || n_blocks > MAX_BLOCKS)
+        return errf(err, errlen, "block_out_channels must list 1 to %d channel counts, not %d", MAX_BLOCKS, n_blocks);
+    if (layers_per_block < 1 || layers_per_block > MAX_LAYERS)
+        return errf(err, errlen, "layers_per_block %d outside 1..%d", layers_per_block, MAX_LAYERS);
+    if (norm_num_groups < 1) return errf(err, errlen, "norm_num_groups %d must be positive", norm_num_groups);
+    for (int i = 0; i < n_blocks; i++) {
+        if (block_out_channels[i] < 1 || block_out_channels[i] > 65536)
+            return errf(err, errlen, "block_out_channels[%d] = %d outside 1..65536", i, block_out_channels[i]);
+        if (block_out_channels[i] % norm_num_groups)
+            return errf(err, errlen, "block_out_channels[%d] = %d is not a multiple of norm_num_groups %d", i,
+                        block_out_channels[i], norm_num_groups);
+    }
+    return 0;
+}

@@ -8,6 +8,7 @@
 #include "../check.h"
 #include "../cli/cli.h"
 #include "../io/checkpoint.h"
+#include "models.h"
 
 #define JUDGE_EPS 1e-6f      // GroupNorm eps, as the VAE encoder's DownEncoderBlock2D
 #define JUDGE_DROPOUT 0.1f   // before the classifier, training only
@@ -40,18 +41,8 @@ void judge_config_default(JudgeConfig *c, int channels, int resolution, int n_us
 int judge_config_check(const JudgeConfig *c, char *err, size_t errlen) {
     if (c->channels < 1 || c->channels > 64) return errf(err, errlen, "channels %d outside 1..64", c->channels);
     if (c->resolution < 1 || c->resolution > 65536) return errf(err, errlen, "resolution %d outside 1..65536", c->resolution);
-    if (c->n_blocks < 1 || c->n_blocks > MAX_BLOCKS)
-        return errf(err, errlen, "block_out_channels must list 1 to %d channel counts, not %d", MAX_BLOCKS, c->n_blocks);
-    if (c->layers_per_block < 1 || c->layers_per_block > MAX_LAYERS)
-        return errf(err, errlen, "layers_per_block %d outside 1..%d", c->layers_per_block, MAX_LAYERS);
-    if (c->norm_num_groups < 1) return errf(err, errlen, "norm_num_groups %d must be positive", c->norm_num_groups);
-    for (int i = 0; i < c->n_blocks; i++) {
-        if (c->block_out_channels[i] < 1 || c->block_out_channels[i] > 65536)
-            return errf(err, errlen, "block_out_channels[%d] = %d outside 1..65536", i, c->block_out_channels[i]);
-        if (c->block_out_channels[i] % c->norm_num_groups)
-            return errf(err, errlen, "block_out_channels[%d] = %d is not a multiple of norm_num_groups %d", i,
-                        c->block_out_channels[i], c->norm_num_groups);
-    }
+    if (check_block_layout(c->n_blocks, c->block_out_channels, c->layers_per_block, c->norm_num_groups, err, errlen))
+        return -1;
     if (!(c->norm_eps > 0 && c->norm_eps < 1)) return errf(err, errlen, "norm_eps %g outside (0, 1)", (double)c->norm_eps);
     if (!(c->dropout >= 0 && c->dropout < 1)) return errf(err, errlen, "dropout %g outside [0, 1)", (double)c->dropout);
     if (c->n_users < 1 || c->n_users > JUDGE_MAX_USERS)

@@ -27,18 +27,8 @@ int latent_classifier_preset(const char *name, int in_channels, int sample_size,
 int latent_classifier_config_check(const LatentClassifierConfig *c, char *err, size_t errlen) {
     if (c->in_channels < 1 || c->in_channels > 64) return errf(err, errlen, "in_channels %d outside 1..64", c->in_channels);
     if (c->sample_size < 1 || c->sample_size > 4096) return errf(err, errlen, "sample_size %d outside 1..4096", c->sample_size);
-    if (c->n_blocks < 1 || c->n_blocks > MAX_BLOCKS)
-        return errf(err, errlen, "block_out_channels must list 1 to %d channel counts, not %d", MAX_BLOCKS, c->n_blocks);
-    if (c->layers_per_block < 1 || c->layers_per_block > MAX_LAYERS)
-        return errf(err, errlen, "layers_per_block %d outside 1..%d", c->layers_per_block, MAX_LAYERS);
-    if (c->norm_num_groups < 1) return errf(err, errlen, "norm_num_groups %d must be positive", c->norm_num_groups);
-    for (int i = 0; i < c->n_blocks; i++) {
-        if (c->block_out_channels[i] < 1 || c->block_out_channels[i] > 65536)
-            return errf(err, errlen, "block_out_channels[%d] = %d outside 1..65536", i, c->block_out_channels[i]);
-        if (c->block_out_channels[i] % c->norm_num_groups)
-            return errf(err, errlen, "block_out_channels[%d] = %d is not a multiple of norm_num_groups %d", i,
-                        c->block_out_channels[i], c->norm_num_groups);
-    }
+    if (check_block_layout(c->n_blocks, c->block_out_channels, c->layers_per_block, c->norm_num_groups, err, errlen))
+        return -1;
     if (c->block_out_channels[0] % 2) return errf(err, errlen, "block_out_channels[0] = %d must be even (sin/cos pairs)",
                                                   c->block_out_channels[0]);
     if (!(c->norm_eps > 0 && c->norm_eps < 1)) return errf(err, errlen, "norm_eps %g outside (0, 1)", (double)c->norm_eps);

@@ -82,6 +82,10 @@ Tensor unet_forward(Ctx *ctx, UNet2DModel *m, Tensor sample, const float *timest
 Tensor unet_backward(Ctx *ctx, UNet2DModel *m, Tensor dout);  // returns dsample
 
 // ---- configs: diffusers config.json <-> structs, presets ----
+// n_blocks (1..MAX_BLOCKS) channel counts in 1..65536, layers_per_block in 1..MAX_LAYERS, and
+// every count a multiple of norm_num_groups (> 0): 0, or -1 + err naming the value
+int check_block_layout(int n_blocks, const int *block_out_channels, int layers_per_block, int norm_num_groups, char *err,
+                       size_t errlen);
 json_t *vae_config_to_json(const VaeConfig *c);
 int vae_config_from_json(VaeConfig *c, const json_t *j, char *err, size_t errlen);
 json_t *unet_config_to_json(const UNetConfig *c);
