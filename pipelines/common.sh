@@ -16,7 +16,7 @@ free_port() {
 
 # starts a background stage and remembers it, so a failure or Ctrl-C stops them all
 bg() { "$@" & PIDS+=($!); }
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done; wait 2>/dev/null || true; }
+cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
