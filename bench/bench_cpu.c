@@ -46,14 +46,20 @@ static double train_step_ms(Ctx *ctx, UNet2DModel *m, Tensor x, const float *t, 
     return now_ms() - t0;
 }
 
-static void bench_unet(int reps) {
+// the small preset's UNet (31 users), PyTorch-default initialised from seed 0 (torch_bench.py's model)
+static void small_unet(UNet2DModel *m, Rng *rng) {
     UNetConfig c;
     preset_unet("small", 31, &c);
+    unet_build(m, &c);
+    rng_seed(rng, 0);
+    params_init(&m->ps, rng);
+}
+
+static void bench_unet(int reps) {
     UNet2DModel m;
-    unet_build(&m, &c);
     Rng rng;
-    rng_seed(&rng, 0);
-    params_init(&m.ps, &rng);
+    small_unet(&m, &rng);
+    const UNetConfig c = m.cfg;
     Arena arena;
     arena_init(&arena, 0);
     Ctx ctx;
@@ -151,13 +157,10 @@ static void bench_vae(int reps) {
 }
 
 static void bench_sample(int reps) {
-    UNetConfig c;
-    preset_unet("small", 31, &c);
     UNet2DModel m;
-    unet_build(&m, &c);
     Rng rng;
-    rng_seed(&rng, 0);
-    params_init(&m.ps, &rng);
+    small_unet(&m, &rng);
+    const UNetConfig c = m.cfg;
     NoiseSchedule s;
     char err[256];
     if (noise_schedule_init(&s, 1000, BETA_LINEAR, 0.0001f, 0.02f, PRED_EPSILON, err, sizeof(err))) return;

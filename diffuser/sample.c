@@ -168,10 +168,9 @@ int diffuser_parse_users(const char *spec, const json_t *names, int U, int32_t *
             if (*tok && !*end && k >= 0 && k < U) found = (int)k;
         }
         if (found < 0) {
-            errf(err, errlen, "unknown user '%s' (the UNet has %d users%s%s%s)", tok, U,
-                 names ? ": " : "; give label indices 0..", names ? json_string_value(json_array_get(names, 0)) : "",
-                 names ? ", ..." : "");
-            if (!names) snprintf(err + strlen(err) - 1, errlen - strlen(err) + 1, "%d)", U - 1);
+            if (names) errf(err, errlen, "unknown user '%s' (the UNet has %d users: %s, ...)", tok, U,
+                            json_string_value(json_array_get(names, 0)));
+            else errf(err, errlen, "unknown user '%s' (the UNet has %d users; give label indices 0..%d)", tok, U, U - 1);
             free(copy), free(v);
             return -1;
         }

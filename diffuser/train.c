@@ -300,9 +300,12 @@ int diffuser_train_main(int argc, char **argv) {
     DiffusionLossConfig lc = {(float)o.dropout, (float)o.snr_gamma};
     History hist = {0};
     if (resuming) history_reload(&hist, o.metrics ? o.metrics : path, opt.step);
-    fprintf(stderr, "doppel-diffuser: %s UNet (%zu parameters), %d users + 'no user', latents %dx%dx%d, %s, %s schedule, %d steps x %d batch(es) of %s%d\n",
+    char batch[32];
+    if (src.sock) snprintf(batch, sizeof(batch), "the stream's size");
+    else snprintf(batch, sizeof(batch), "%d", o.batch);
+    fprintf(stderr, "doppel-diffuser: %s UNet (%zu parameters), %d users + 'no user', latents %dx%dx%d, %s, %s schedule, %d steps x %d batch(es) of %s\n",
             o.preset, params_count_floats(&m->ps), n_users, src.C, src.h, src.w, prediction_type_name(u.sched.prediction),
-            beta_schedule_name(u.sched.beta_schedule), o.steps, o.accum, src.sock ? "~" : "", src.sock ? 0 : o.batch);
+            beta_schedule_name(u.sched.beta_schedule), o.steps, o.accum, batch);
     if (m->grad_checkpoint) fprintf(stderr, "doppel-diffuser: --grad-checkpoint: UNet block activations are recomputed in the backward\n");
     Progress p;
     progress_start(&p, "train unet", o.steps, "step");

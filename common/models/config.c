@@ -9,8 +9,7 @@
 
 #define DIFFUSERS_VERSION "0.28.2"
 
-// a float as the shortest decimal that reads back as the same float (1e-05, not 9.99999975e-06)
-static json_t *json_float(float f) {
+json_t *config_float(float f) {
     char buf[32];
     for (int p = 6; p <= 9; p++) {
         snprintf(buf, sizeof(buf), "%.*g", p, (double)f);
@@ -32,15 +31,21 @@ static json_t *type_array(const char *with, const char *without, const int *flag
 }
 
 // ---- readers that say which key is wrong ----
-static int get_int(const json_t *j, const char *key, int def, int *out, char *err, size_t errlen) {
+int config_need(const json_t *j, const char *key, char *err, size_t errlen) {
+    json_t *v = json_object_get(j, key);
+    return v && !json_is_null(v) ? 0 : errf(err, errlen, "config.json: '%s' is missing", key);
+}
+
+int config_int(const json_t *j, const char *key, int def, int *out, char *err, size_t errlen) {
     json_t *v = json_object_get(j, key);
     if (!v || json_is_null(v)) return *out = def, 0;
-    if (!json_is_integer(v)) return errf(err, errlen, "config.json: '%s' must be an integer", key);
+    if (!json_is_integer(v) || json_integer_value(v) < -(1 << 30) || json_integer_value(v) > (1 << 30))
+        return errf(err, errlen, "config.json: '%s' must be an integer", key);
     *out = (int)json_integer_value(v);
     return 0;
 }
 
-static int get_num(const json_t *j, const char *key, float def, float *out, char *err, size_t errlen) {
+int config_num(const json_t *j, const char *key, float def, float *out, char *err, size_t errlen) {
     json_t *v = json_object_get(j, key);
     if (!v || json_is_null(v)) return *out = def, 0;
     if (!json_is_number(v)) return errf(err, errlen, "config.json: '%s' must be a number", key);
@@ -70,7 +75,7 @@ static int expect_null(const json_t *j, const char *key, char *err, size_t errle
     return 0;
 }
 
-static int get_int_array(const json_t *j, const char *key, int *out, int *n, char *err, size_t errlen) {
+int config_int_list(const json_t *j, const char *key, int *out, int *n, char *err, size_t errlen) {
     json_t *a = json_object_get(j, key);
     if (!json_is_array(a) || json_array_size(a) < 1 || json_array_size(a) > MAX_BLOCKS)
         return errf(err, errlen, "config.json: '%s' must be a list of 1 to %d integers", key, MAX_BLOCKS);
@@ -124,7 +129,7 @@ json_t *vae_config_to_json(const VaeConfig *c) {
     json_object_set_new(j, "norm_num_groups", json_integer(c->norm_num_groups));
     json_object_set_new(j, "out_channels", json_integer(c->out_channels));
     json_object_set_new(j, "sample_size", json_integer(c->sample_size));
-    json_object_set_new(j, "scaling_factor", json_float(c->scaling_factor));
+    json_object_set_new(j, "scaling_factor", config_float(c->scaling_factor));
     json_object_set_new(j, "up_block_types", type_array("", "UpDecoderBlock2D", none, c->n_blocks, 0));
     return j;
 }
@@ -136,16 +141,16 @@ int vae_config_from_json(VaeConfig *c, const json_t *j, char *err, size_t errlen
     if (cls && (!json_is_string(cls) || strcmp(json_string_value(cls), "AutoencoderKL")))
         return errf(err, errlen, "config.json: _class_name is %s, expected AutoencoderKL",
                     json_is_string(cls) ? json_string_value(cls) : "not a string");
-    if (get_int_array(j, "block_out_channels", c->block_out_channels, &c->n_blocks, err, errlen) ||
+    if (config_int_list(j, "block_out_channels", c->block_out_channels, &c->n_blocks, err, errlen) ||
         get_types(j, "down_block_types", c->n_blocks, "", "DownEncoderBlock2D", NULL, 0, err, errlen) ||
         get_types(j, "up_block_types", c->n_blocks, "", "UpDecoderBlock2D", NULL, 0, err, errlen) ||
-        get_int(j, "in_channels", 3, &c->in_channels, err, errlen) ||
-        get_int(j, "out_channels", 3, &c->out_channels, err, errlen) ||
-        get_int(j, "latent_channels", 4, &c->latent_channels, err, errlen) ||
-        get_int(j, "layers_per_block", 1, &c->layers_per_block, err, errlen) ||
-        get_int(j, "norm_num_groups", 32, &c->norm_num_groups, err, errlen) ||
-        get_int(j, "sample_size", 32, &c->sample_size, err, errlen) ||
-        get_num(j, "scaling_factor", 0.18215f, &c->scaling_factor, err, errlen) ||
+        config_int(j, "in_channels", 3, &c->in_channels, err, errlen) ||
+        config_int(j, "out_channels", 3, &c->out_channels, err, errlen) ||
+        config_int(j, "latent_channels", 4, &c->latent_channels, err, errlen) ||
+        config_int(j, "layers_per_block", 1, &c->layers_per_block, err, errlen) ||
+        config_int(j, "norm_num_groups", 32, &c->norm_num_groups, err, errlen) ||
+        config_int(j, "sample_size", 32, &c->sample_size, err, errlen) ||
+        config_num(j, "scaling_factor", 0.18215f, &c->scaling_factor, err, errlen) ||
         get_bool(j, "mid_block_add_attention", 1, &c->mid_block_add_attention, err, errlen) ||
         expect_str(j, "act_fn", "silu", err, errlen) || expect_null(j, "shift_factor", err, errlen))
         return -1;
@@ -175,13 +180,13 @@ json_t *unet_config_to_json(const UNetConfig *c) {
     json_object_set_new(j, "down_block_types", type_array("AttnDownBlock2D", "DownBlock2D", c->attn, c->n_blocks, 0));
     json_object_set_new(j, "downsample_padding", json_integer(1));
     json_object_set_new(j, "downsample_type", json_string("conv"));
-    json_object_set_new(j, "dropout", json_float(c->dropout));
+    json_object_set_new(j, "dropout", config_float(c->dropout));
     json_object_set_new(j, "flip_sin_to_cos", json_boolean(c->flip_sin_to_cos));
-    json_object_set_new(j, "freq_shift", json_float(c->freq_shift));
+    json_object_set_new(j, "freq_shift", config_float(c->freq_shift));
     json_object_set_new(j, "in_channels", json_integer(c->in_channels));
     json_object_set_new(j, "layers_per_block", json_integer(c->layers_per_block));
-    json_object_set_new(j, "mid_block_scale_factor", json_float(c->mid_block_scale_factor));
-    json_object_set_new(j, "norm_eps", json_float(c->norm_eps));
+    json_object_set_new(j, "mid_block_scale_factor", config_float(c->mid_block_scale_factor));
+    json_object_set_new(j, "norm_eps", config_float(c->norm_eps));
     json_object_set_new(j, "norm_num_groups", json_integer(c->norm_num_groups));
     json_object_set_new(j, "num_class_embeds", c->num_class_embeds ? json_integer(c->num_class_embeds) : json_null());
     json_object_set_new(j, "num_train_timesteps", json_null());
@@ -202,21 +207,21 @@ int unet_config_from_json(UNetConfig *c, const json_t *j, char *err, size_t errl
         return errf(err, errlen, "config.json: _class_name is %s, expected UNet2DModel",
                     json_is_string(cls) ? json_string_value(cls) : "not a string");
     json_t *hd = json_object_get(j, "attention_head_dim");
-    if (get_int_array(j, "block_out_channels", c->block_out_channels, &c->n_blocks, err, errlen) ||
+    if (config_int_list(j, "block_out_channels", c->block_out_channels, &c->n_blocks, err, errlen) ||
         get_types(j, "down_block_types", c->n_blocks, "AttnDownBlock2D", "DownBlock2D", c->attn, 0, err, errlen) ||
         get_types(j, "up_block_types", c->n_blocks, "AttnUpBlock2D", "UpBlock2D", c->attn, 1, err, errlen) ||
-        get_int(j, "sample_size", 0, &c->sample_size, err, errlen) ||
-        get_int(j, "in_channels", 3, &c->in_channels, err, errlen) ||
-        get_int(j, "out_channels", 3, &c->out_channels, err, errlen) ||
-        get_int(j, "layers_per_block", 2, &c->layers_per_block, err, errlen) ||
-        get_int(j, "norm_num_groups", 32, &c->norm_num_groups, err, errlen) ||
-        get_int(j, "attention_head_dim", 8, &c->attention_head_dim, err, errlen) ||
-        get_int(j, "num_class_embeds", 0, &c->num_class_embeds, err, errlen) ||
-        get_int(j, "downsample_padding", 1, &(int){0}, err, errlen) ||
-        get_num(j, "norm_eps", 1e-5f, &c->norm_eps, err, errlen) ||
-        get_num(j, "freq_shift", 0.0f, &c->freq_shift, err, errlen) ||
-        get_num(j, "mid_block_scale_factor", 1.0f, &c->mid_block_scale_factor, err, errlen) ||
-        get_num(j, "dropout", 0.0f, &c->dropout, err, errlen) ||
+        config_int(j, "sample_size", 0, &c->sample_size, err, errlen) ||
+        config_int(j, "in_channels", 3, &c->in_channels, err, errlen) ||
+        config_int(j, "out_channels", 3, &c->out_channels, err, errlen) ||
+        config_int(j, "layers_per_block", 2, &c->layers_per_block, err, errlen) ||
+        config_int(j, "norm_num_groups", 32, &c->norm_num_groups, err, errlen) ||
+        config_int(j, "attention_head_dim", 8, &c->attention_head_dim, err, errlen) ||
+        config_int(j, "num_class_embeds", 0, &c->num_class_embeds, err, errlen) ||
+        config_int(j, "downsample_padding", 1, &(int){0}, err, errlen) ||
+        config_num(j, "norm_eps", 1e-5f, &c->norm_eps, err, errlen) ||
+        config_num(j, "freq_shift", 0.0f, &c->freq_shift, err, errlen) ||
+        config_num(j, "mid_block_scale_factor", 1.0f, &c->mid_block_scale_factor, err, errlen) ||
+        config_num(j, "dropout", 0.0f, &c->dropout, err, errlen) ||
         get_bool(j, "flip_sin_to_cos", 1, &c->flip_sin_to_cos, err, errlen) ||
         get_bool(j, "add_attention", 1, &c->add_attention, err, errlen) ||
         expect_str(j, "act_fn", "silu", err, errlen) ||

@@ -57,16 +57,6 @@ int judge_config_check(const JudgeConfig *c, char *err, size_t errlen) {
     return 0;
 }
 
-// a float as the shortest decimal that reads back as the same float (1e-06, not 9.99999997e-07)
-static json_t *json_float(float f) {
-    char buf[32];
-    for (int p = 6; p <= 9; p++) {
-        snprintf(buf, sizeof(buf), "%.*g", p, (double)f);
-        if ((float)strtod(buf, NULL) == f) break;
-    }
-    return json_real(strtod(buf, NULL));
-}
-
 json_t *judge_config_to_json(const JudgeConfig *c) {
     json_t *boc = json_array(), *users = json_array();
     for (int i = 0; i < c->n_blocks; i++) json_array_append_new(boc, json_integer(c->block_out_channels[i]));
@@ -74,27 +64,7 @@ json_t *judge_config_to_json(const JudgeConfig *c) {
     return json_pack("{s:s, s:s, s:i, s:i, s:o, s:i, s:i, s:o, s:o, s:o}", "_class_name", JUDGE_CLASS_NAME,
                      "_doppel_version", DOPPEL_VERSION, "channels", c->channels, "resolution", c->resolution,
                      "block_out_channels", boc, "layers_per_block", c->layers_per_block, "norm_num_groups",
-                     c->norm_num_groups, "norm_eps", json_float(c->norm_eps), "dropout", json_float(c->dropout), "users", users);
-}
-
-static int get_int(const json_t *j, const char *key, int required, int def, int *out, char *err, size_t errlen) {
-    json_t *v = json_object_get(j, key);
-    if (!v || json_is_null(v)) {
-        if (required) return errf(err, errlen, "config.json: '%s' is missing", key);
-        return *out = def, 0;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < -(1 << 30) || json_integer_value(v) > (1 << 30))
-        return errf(err, errlen, "config.json: '%s' must be an integer", key);
-    *out = (int)json_integer_value(v);
-    return 0;
-}
-
-static int get_num(const json_t *j, const char *key, float def, float *out, char *err, size_t errlen) {
-    json_t *v = json_object_get(j, key);
-    if (!v || json_is_null(v)) return *out = def, 0;
-    if (!json_is_number(v)) return errf(err, errlen, "config.json: '%s' must be a number", key);
-    *out = (float)json_number_value(v);
-    return 0;
+                     c->norm_num_groups, "norm_eps", config_float(c->norm_eps), "dropout", config_float(c->dropout), "users", users);
 }
 
 int judge_config_from_json(JudgeConfig *c, const json_t *j, char *err, size_t errlen) {
@@ -106,23 +76,15 @@ int judge_config_from_json(JudgeConfig *c, const json_t *j, char *err, size_t er
                     "doppel-validator train)", json_is_string(cls) ? "\"" : "",
                     json_is_string(cls) ? json_string_value(cls) : "missing", json_is_string(cls) ? "\"" : "",
                     JUDGE_CLASS_NAME);
-    json_t *boc = json_object_get(j, "block_out_channels"), *users = json_object_get(j, "users");
-    if (!json_is_array(boc) || json_array_size(boc) < 1 || json_array_size(boc) > MAX_BLOCKS)
-        return errf(err, errlen, "config.json: 'block_out_channels' must be a list of 1 to %d integers", MAX_BLOCKS);
-    c->n_blocks = (int)json_array_size(boc);
-    for (int i = 0; i < c->n_blocks; i++) {
-        json_t *v = json_array_get(boc, (size_t)i);
-        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65536)
-            return errf(err, errlen, "config.json: 'block_out_channels'[%d] must be an integer in 1..65536", i);
-        c->block_out_channels[i] = (int)json_integer_value(v);
-    }
-    if (get_int(j, "channels", 1, 0, &c->channels, err, errlen) ||
-        get_int(j, "resolution", 1, 0, &c->resolution, err, errlen) ||
-        get_int(j, "layers_per_block", 0, 1, &c->layers_per_block, err, errlen) ||
-        get_int(j, "norm_num_groups", 0, judge_default_groups(c->block_out_channels, c->n_blocks), &c->norm_num_groups,
-                err, errlen) ||
-        get_num(j, "norm_eps", JUDGE_EPS, &c->norm_eps, err, errlen) ||
-        get_num(j, "dropout", JUDGE_DROPOUT, &c->dropout, err, errlen))
+    json_t *users = json_object_get(j, "users");
+    if (config_int_list(j, "block_out_channels", c->block_out_channels, &c->n_blocks, err, errlen) ||
+        config_need(j, "channels", err, errlen) || config_int(j, "channels", 0, &c->channels, err, errlen) ||
+        config_need(j, "resolution", err, errlen) || config_int(j, "resolution", 0, &c->resolution, err, errlen) ||
+        config_int(j, "layers_per_block", 1, &c->layers_per_block, err, errlen) ||
+        config_int(j, "norm_num_groups", judge_default_groups(c->block_out_channels, c->n_blocks), &c->norm_num_groups,
+                   err, errlen) ||
+        config_num(j, "norm_eps", JUDGE_EPS, &c->norm_eps, err, errlen) ||
+        config_num(j, "dropout", JUDGE_DROPOUT, &c->dropout, err, errlen))
         return -1;
     if (!json_is_array(users) || json_array_size(users) < 1 || json_array_size(users) > JUDGE_MAX_USERS)
         return errf(err, errlen, "config.json: 'users' must be a list of 1 to %d user names", JUDGE_MAX_USERS);

@@ -38,16 +38,6 @@ int latent_classifier_config_check(const LatentClassifierConfig *c, char *err, s
     return 0;
 }
 
-// a float as the shortest decimal that reads back as the same float (1e-05, not 9.99999975e-06)
-static json_t *json_float(float f) {
-    char buf[32];
-    for (int p = 6; p <= 9; p++) {
-        snprintf(buf, sizeof(buf), "%.*g", p, (double)f);
-        if ((float)strtod(buf, NULL) == f) break;
-    }
-    return json_real(strtod(buf, NULL));
-}
-
 // the architecture, users and schedule keys (what load reads and save writes)
 static json_t *config_to_json(const LatentClassifier *m) {
     const LatentClassifierConfig *c = &m->cfg;
@@ -56,61 +46,47 @@ static json_t *config_to_json(const LatentClassifier *m) {
     json_t *j = json_pack("{s:s, s:s, s:i, s:i, s:o, s:i, s:i, s:o, s:b, s:o, s:i}", "_class_name",
                           LATENT_CLASSIFIER_CLASS_NAME, "_doppel_version", DOPPEL_VERSION, "in_channels", c->in_channels,
                           "sample_size", c->sample_size, "block_out_channels", boc, "layers_per_block", c->layers_per_block,
-                          "norm_num_groups", c->norm_num_groups, "norm_eps", json_float(c->norm_eps), "flip_sin_to_cos",
-                          c->flip_sin_to_cos, "freq_shift", json_float(c->freq_shift), "num_users", c->n_users);
+                          "norm_num_groups", c->norm_num_groups, "norm_eps", config_float(c->norm_eps), "flip_sin_to_cos",
+                          c->flip_sin_to_cos, "freq_shift", config_float(c->freq_shift), "num_users", c->n_users);
     if (m->users) json_object_set(j, "users", m->users);
     schedule_to_json(j, &m->sched);
     return j;
 }
 
-static int get_int(const json_t *j, const char *key, int *out, char *err, size_t errlen) {
-    json_t *v = json_object_get(j, key);
-    if (!json_is_integer(v) || json_integer_value(v) < -(1 << 30) || json_integer_value(v) > (1 << 30))
-        return errf(err, errlen, "'%s' must be an integer", key);
-    *out = (int)json_integer_value(v);
-    return 0;
-}
-
-static int get_num(const json_t *j, const char *key, float *out, char *err, size_t errlen) {
-    json_t *v = json_object_get(j, key);
-    if (!json_is_number(v)) return errf(err, errlen, "'%s' must be a number", key);
-    *out = (float)json_number_value(v);
-    return 0;
-}
-
+// errors say "config.json: ..." (the shared readers' style)
 static int config_from_json(LatentClassifierConfig *c, NoiseSchedule *s, json_t **users, const json_t *j, char *err,
                             size_t errlen) {
     memset(c, 0, sizeof(*c));
     *users = NULL;
-    if (!json_is_object(j)) return errf(err, errlen, "not a JSON object");
+    if (!json_is_object(j)) return errf(err, errlen, "config.json: not a JSON object");
     json_t *cls = json_object_get(j, "_class_name");
     if (!json_is_string(cls) || strcmp(json_string_value(cls), LATENT_CLASSIFIER_CLASS_NAME))
-        return errf(err, errlen, "_class_name is %s, expected %s: not a latent classifier (train one with doppel-diffuser "
-                    "train-classifier)", json_is_string(cls) ? json_string_value(cls) : "missing", LATENT_CLASSIFIER_CLASS_NAME);
-    json_t *boc = json_object_get(j, "block_out_channels"), *flip = json_object_get(j, "flip_sin_to_cos");
-    if (!json_is_array(boc) || json_array_size(boc) < 1 || json_array_size(boc) > MAX_BLOCKS)
-        return errf(err, errlen, "'block_out_channels' must be a list of 1 to %d integers", MAX_BLOCKS);
-    c->n_blocks = (int)json_array_size(boc);
-    for (int i = 0; i < c->n_blocks; i++) {
-        json_t *v = json_array_get(boc, (size_t)i);
-        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65536)
-            return errf(err, errlen, "'block_out_channels'[%d] must be an integer in 1..65536", i);
-        c->block_out_channels[i] = (int)json_integer_value(v);
-    }
-    if (!json_is_boolean(flip)) return errf(err, errlen, "'flip_sin_to_cos' must be true or false");
+        return errf(err, errlen, "config.json: _class_name is %s, expected %s: not a latent classifier (train one with "
+                    "doppel-diffuser train-classifier)", json_is_string(cls) ? json_string_value(cls) : "missing",
+                    LATENT_CLASSIFIER_CLASS_NAME);
+    json_t *flip = json_object_get(j, "flip_sin_to_cos");
+    if (config_int_list(j, "block_out_channels", c->block_out_channels, &c->n_blocks, err, errlen)) return -1;
+    if (!json_is_boolean(flip)) return errf(err, errlen, "config.json: 'flip_sin_to_cos' must be true or false");
     c->flip_sin_to_cos = json_is_true(flip);
-    if (get_int(j, "in_channels", &c->in_channels, err, errlen) || get_int(j, "sample_size", &c->sample_size, err, errlen) ||
-        get_int(j, "layers_per_block", &c->layers_per_block, err, errlen) ||
-        get_int(j, "norm_num_groups", &c->norm_num_groups, err, errlen) || get_int(j, "num_users", &c->n_users, err, errlen) ||
-        get_num(j, "norm_eps", &c->norm_eps, err, errlen) || get_num(j, "freq_shift", &c->freq_shift, err, errlen) ||
-        latent_classifier_config_check(c, err, errlen) || schedule_from_json(s, j, err, errlen))
+    const char *required[] = {"in_channels", "sample_size", "layers_per_block", "norm_num_groups", "num_users", "norm_eps",
+                          "freq_shift"};
+    for (int k = 0; k < 7; k++)
+        if (config_need(j, required[k], err, errlen)) return -1;
+    char e[512];
+    if (config_int(j, "in_channels", 0, &c->in_channels, err, errlen) || config_int(j, "sample_size", 0, &c->sample_size, err, errlen) ||
+        config_int(j, "layers_per_block", 0, &c->layers_per_block, err, errlen) ||
+        config_int(j, "norm_num_groups", 0, &c->norm_num_groups, err, errlen) ||
+        config_int(j, "num_users", 0, &c->n_users, err, errlen) || config_num(j, "norm_eps", 0, &c->norm_eps, err, errlen) ||
+        config_num(j, "freq_shift", 0, &c->freq_shift, err, errlen))
         return -1;
+    if (latent_classifier_config_check(c, e, sizeof(e)) || schedule_from_json(s, j, e, sizeof(e)))
+        return errf(err, errlen, "config.json: %s", e);
     json_t *u = json_object_get(j, "users");
     if (u && !json_is_null(u)) {
         if (!json_is_array(u) || json_array_size(u) != (size_t)c->n_users)
-            return errf(err, errlen, "'users' must list num_users = %d names", c->n_users);
+            return errf(err, errlen, "config.json: 'users' must list num_users = %d names", c->n_users);
         for (size_t i = 0; i < json_array_size(u); i++)
-            if (!json_is_string(json_array_get(u, i))) return errf(err, errlen, "'users'[%zu] must be a string", i);
+            if (!json_is_string(json_array_get(u, i))) return errf(err, errlen, "config.json: 'users'[%zu] must be a string", i);
         *users = json_incref(u);
     }
     return 0;
@@ -281,7 +257,7 @@ int latent_classifier_load(LatentClassifier *m, const char *dir, char *err, size
     json_t *users;
     if (config_from_json(&c, s, &users, j, e, sizeof(e))) {
         json_decref(j), free(s);
-        return errf(err, errlen, "cannot load the latent classifier %s: config.json: %s", dir, e);
+        return errf(err, errlen, "cannot load the latent classifier %s: %s", dir, e);
     }
     latent_classifier_build(m, &c, s, users);
     json_decref(users), free(s);

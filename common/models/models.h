@@ -82,6 +82,15 @@ Tensor unet_forward(Ctx *ctx, UNet2DModel *m, Tensor sample, const float *timest
 Tensor unet_backward(Ctx *ctx, UNet2DModel *m, Tensor dout);  // returns dsample
 
 // ---- configs: diffusers config.json <-> structs, presets ----
+// Readers of config.json values shared by every model folder (errors "config.json: 'key' ...").
+// An absent or null key gives def; config_need refuses an absent one.
+int config_need(const json_t *j, const char *key, char *err, size_t errlen);
+int config_int(const json_t *j, const char *key, int def, int *out, char *err, size_t errlen);  // within +-2^30
+int config_num(const json_t *j, const char *key, float def, float *out, char *err, size_t errlen);
+// a list of 1..MAX_BLOCKS integers in 1..65536 (block_out_channels) into out, its length into n
+int config_int_list(const json_t *j, const char *key, int *out, int *n, char *err, size_t errlen);
+// a float as the shortest decimal that reads back as the same float (1e-05, not 9.99999975e-06)
+json_t *config_float(float f);
 // n_blocks (1..MAX_BLOCKS) channel counts in 1..65536, layers_per_block in 1..MAX_LAYERS, and
 // every count a multiple of norm_num_groups (> 0): 0, or -1 + err naming the value
 int check_block_layout(int n_blocks, const int *block_out_channels, int layers_per_block, int norm_num_groups, char *err,
