@@ -23,10 +23,19 @@ LDFLAGS := $(SAN) -fopenmp -Wl,--undefined=blas_init  # always link common/blas.
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 CUDA ?= $(if $(NVCC),1,0)
 CU_SRCS := $(if $(filter 1,$(CUDA)),$(wildcard common/*.cu common/*/*.cu),)
-$(info doppel: CPU build with OpenBLAS + OpenMP ($(CC)); CUDA: $(if $(filter 1,$(CUDA)),nvcc at $(NVCC)$(if $(CU_SRCS),, - no CUDA sources yet),off))
+$(info doppel: CPU build with OpenBLAS + OpenMP ($(CC)); CUDA: $(if $(filter 1,$(CUDA)),nvcc at $(NVCC) (sm_90 + PTX),off))
+ifeq ($(CUDA),1)
+CUDA_HOME := $(abspath $(dir $(NVCC))..)
+CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib))
+# sm_90 machine code for the H100 plus PTX that newer GPUs compile at load time
+NVCCFLAGS := -O2 -std=c++17 -Icommon -DDOPPEL_CUDA -MMD -MP -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90 -Xcompiler -Wall
+CFLAGS  += -DDOPPEL_CUDA
+LDLIBS  += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcublas -lcudart -lstdc++
+endif
 
 LIB_SRCS  := $(wildcard common/*.c common/*/*.c)
-LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.o)
 LIB       := $(BUILD)/libdoppel.a
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
@@ -35,14 +44,19 @@ STAGES    := $(patsubst %/main.c,%,$(wildcard loader/main.c encoder/main.c diffu
 TOOLS     := $(patsubst tools/%/main.c,%,$(wildcard tools/*/main.c))
 BINS      := $(STAGES:%=$(BINDIR)/doppel-%) $(TOOLS:%=$(BINDIR)/doppel-%)
 BENCH_BIN := $(BUILD)/bench/bench_cpu
+BENCH_CUDA := $(BUILD)/bench/bench_cuda
 
-.PHONY: all test asan bench fixtures check-diffusers clean
+.PHONY: all test test-cuda asan bench bench-cuda fixtures check-diffusers clean
 .SECONDARY:  # keep object files between builds
-all: $(LIB) $(BINS) $(TEST_BINS)
+all: $(LIB) $(BINS) $(TEST_BINS) $(BENCH_CUDA)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJS)
 	@rm -f $@
@@ -66,6 +80,9 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB) $(LIB)
 $(BENCH_BIN): $(BUILD)/bench/bench_cpu.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BENCH_CUDA): $(BUILD)/bench/bench_cuda.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 test: all
 	@DOPPEL_BIN=$(BINDIR) tests/run.sh $(BUILD)/tests
 
@@ -74,6 +91,14 @@ asan:
 
 bench: $(BENCH_BIN)
 	@bench/run.sh $(BENCH_BIN)
+
+# the CUDA backend against the CPU, op by op and model by model (skips without a GPU)
+test-cuda: $(BUILD)/tests/test_cuda
+	@$(BUILD)/tests/test_cuda
+
+# the UNet presets on the GPU next to diffusers on the same GPU (bench/cuda_run.sh)
+bench-cuda: $(BENCH_CUDA)
+	@bench/cuda_run.sh $(BENCH_CUDA)
 
 # libFuzzer on the safetensors reader, then on the frame decoder, for 60 s each (FUZZ_TIME=s), seeded
 # from copies of the corpora; crashes land in $(BUILD)/fuzz/ (add them to tests/corpus/safetensors/

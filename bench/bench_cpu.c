@@ -11,25 +11,10 @@
 
 #include "models/diffusion.h"
 #include "models/models.h"
+#include "bench_report.h"
 #include "blas.h"
 #include "ops/ops.h"
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void report(const char *model, const char *what, double *t, int reps) {
-    qsort(t, (size_t)reps, sizeof(double), cmp_double);
-    printf("doppel %s %s %.2f %.2f %d\n", model, what, t[reps / 2], t[0], reps);
-    fflush(stdout);
-}
 
 // one training step (forward, MSE, backward) in ms
 static double train_step_ms(Ctx *ctx, UNet2DModel *m, Tensor x, const float *t, const int32_t *labels,

@@ -22,39 +22,51 @@
 #define ARENA_ALIGN 64
 #define ARENA_MIN_CHUNK ((size_t)64 << 20)
 
-static ArenaChunk *chunk_new(size_t cap) {
+static ArenaChunk *chunk_new(const ArenaMemory *mem, size_t cap) {
     ArenaChunk *c = xcalloc(1, sizeof(*c));
+    size_t bytes = (cap + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
     c->cap = cap;
-    c->mem = aligned_alloc(ARENA_ALIGN, (cap + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
-    CHECK(c->mem, "out of memory: activation arena of %zu MB; reduce --batch or the preset", cap >> 20);
+    c->mem = mem ? mem->alloc(bytes) : aligned_alloc(ARENA_ALIGN, bytes);
+    CHECK(c->mem, "out of %s: activation arena of %zu MB; reduce --batch or the preset", mem ? mem->where : "memory",
+          cap >> 20);
     return c;
 }
 
-void arena_init(Arena *a, size_t bytes) {
-    memset(a, 0, sizeof(*a));
-    a->head = chunk_new(bytes ? bytes : ARENA_MIN_CHUNK);
+static void chunk_free(const ArenaMemory *mem, ArenaChunk *c) {
+    if (mem) mem->release(c->mem);
+    else free(c->mem);
+    free(c);
 }
 
+void arena_init_on(Arena *a, size_t bytes, const ArenaMemory *mem) {
+    memset(a, 0, sizeof(*a));
+    a->mem = mem;
+    a->head = chunk_new(mem, bytes ? bytes : ARENA_MIN_CHUNK);
+}
+
+void arena_init(Arena *a, size_t bytes) { arena_init_on(a, bytes, NULL); }
+
 void arena_free(Arena *a) {
+    const ArenaMemory *mem = a->mem;
     for (ArenaChunk *c = a->head, *n; c; c = n) {
         n = c->next;
-        free(c->mem);
-        free(c);
+        chunk_free(mem, c);
     }
     memset(a, 0, sizeof(*a));
+    a->mem = mem;  // a freed arena can be used again, on the same memory
 }
 
 void *arena_alloc(Arena *a, size_t bytes) {
     bytes = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-    if (!a->head) arena_init(a, 0);
+    if (!a->head) arena_init_on(a, 0, a->mem);
     if (a->head->used + bytes > a->head->cap) {
         size_t cap = bytes > ARENA_MIN_CHUNK ? bytes : ARENA_MIN_CHUNK;
-        ArenaChunk *c = chunk_new(cap);
+        ArenaChunk *c = chunk_new(a->mem, cap);
         c->next = a->head;
         a->head = c;
     }
     void *p = a->head->mem + a->head->used;
-    ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+    if (!a->mem) ASAN_UNPOISON_MEMORY_REGION(p, bytes);
     a->head->used += bytes;
     a->used += bytes;
     if (a->used > a->peak) a->peak = a->used;
@@ -65,7 +77,8 @@ float *arena_floats(Arena *a, size_t n) { return arena_alloc(a, n * sizeof(float
 
 float *arena_zeros(Arena *a, size_t n) {
     float *p = arena_floats(a, n);
-    memset(p, 0, n * sizeof(float));
+    if (a->mem) a->mem->zero(p, n * sizeof(float));
+    else memset(p, 0, n * sizeof(float));
     return p;
 }
 
@@ -76,12 +89,11 @@ void arena_rewind(Arena *a, ArenaMark m) {
         CHECK(a->head, "arena_rewind: the mark is not from this arena (or it was reset since)");
         ArenaChunk *c = a->head;
         a->head = c->next;
-        free(c->mem);
-        free(c);
+        chunk_free(a->mem, c);
     }
     if (a->head) {
         a->head->used = m.chunk_used;
-        ASAN_POISON_MEMORY_REGION(a->head->mem + m.chunk_used, a->head->cap - m.chunk_used);
+        if (!a->mem) ASAN_POISON_MEMORY_REGION(a->head->mem + m.chunk_used, a->head->cap - m.chunk_used);
     }
     a->used = m.used;
 }
@@ -92,7 +104,7 @@ void arena_reset(Arena *a) {
     if (a->head && (a->head->next || a->head->cap < a->peak)) {
         size_t peak = a->peak;
         arena_free(a);
-        a->head = chunk_new(peak + ARENA_ALIGN);
+        a->head = chunk_new(a->mem, peak + ARENA_ALIGN);
         a->peak = peak;
     }
     if (a->head) a->head->used = 0;

@@ -11,7 +11,17 @@ typedef struct ArenaChunk {
     char *mem;
 } ArenaChunk;
 
+// Where an arena's memory lives: NULL is host memory; the CUDA backend passes device memory
+// (cuda.h: cuda_arena_memory) so the same allocator hands out activations on the GPU.
 typedef struct {
+    void *(*alloc)(size_t bytes);  // NULL on failure
+    void (*release)(void *p);
+    void (*zero)(void *p, size_t bytes);
+    const char *where;             // "GPU memory", for messages
+} ArenaMemory;
+
+typedef struct {
+    const ArenaMemory *mem;  // NULL: host memory
     ArenaChunk *head;  // current chunk (the list holds older ones)
     size_t used;       // bytes handed out since the last reset
     size_t peak;       // largest `used` seen
@@ -23,6 +33,7 @@ typedef struct {
 } ArenaMark;
 
 void arena_init(Arena *a, size_t bytes);
+void arena_init_on(Arena *a, size_t bytes, const ArenaMemory *mem);  // device memory
 void arena_free(Arena *a);
 void *arena_alloc(Arena *a, size_t bytes);   // 64-byte aligned, uninitialised
 float *arena_floats(Arena *a, size_t n);     // uninitialised

@@ -48,7 +48,7 @@ static const char *USAGE =
     "  --batch-limit N      decode at most N samples at once, bounding memory (16)\n"
     "  --timeout S          exit 0 after S s without frames once something was decoded (0: never)\n"
     "  --threads N          compute threads (all cores)\n"
-    "  --device cpu|cuda    (cpu; cuda falls back to the CPU until the CUDA backend exists)\n"
+    "  --device cpu|cuda|auto  where the VAE decoder runs (auto: the GPU when there is one)\n"
     "  --help, --version\n"
     "\n"
     "end of stream: an 'end' frame announces the total; the decoder exits once that many samples\n"
@@ -60,13 +60,13 @@ static const char *USAGE =
     "1 runtime error (VAE folder, sockets, a PNG that could not be written), 2 usage error.\n";
 
 typedef struct {
-    const char *vae, *in, *png, *pub;
+    const char *vae, *in, *png, *pub, *device;
     int cmap_given, bits, batch_limit, timeout_s, threads;
     Colormap cmap;
 } Options;
 
 static Options parse_args(int argc, char **argv) {
-    Options o = {.batch_limit = 16};
+    Options o = {.batch_limit = 16, .device = "auto"};
     enum { O_VAE = 256, O_IN, O_PNG, O_PUB, O_CMAP, O_BITS, O_BLIM, O_TIMEOUT, O_THREADS, O_DEVICE, O_HELP, O_VERSION };
     static const struct option opts[] = {
         {"vae", 1, 0, O_VAE}, {"in", 1, 0, O_IN}, {"png", 1, 0, O_PNG}, {"pub", 1, 0, O_PUB},
@@ -92,8 +92,9 @@ static Options parse_args(int argc, char **argv) {
         case O_TIMEOUT: o.timeout_s = (int)cli_parse_long(TOOL, "--timeout", optarg, 0, 1 << 30); break;
         case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
         case O_DEVICE:
-            if (!strcmp(optarg, "cuda")) fprintf(stderr, "doppel-decoder: no CUDA backend in this build; decoding on the CPU\n");
-            else if (strcmp(optarg, "cpu")) cli_usage_error(TOOL, "--device must be cpu or cuda, not '%s'", optarg);
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
+                cli_usage_error(TOOL, "--device must be cpu, cuda or auto, not '%s'", optarg);
+            o.device = optarg;
             break;
         case O_HELP: fputs(USAGE, stdout); exit(EXIT_OK);
         case O_VERSION: cli_print_version(TOOL); exit(EXIT_OK);
@@ -112,8 +113,7 @@ static Options parse_args(int argc, char **argv) {
 typedef struct {
     Options o;
     VaeFolder vae;
-    Arena arena;
-    Ctx ctx;
+    Compute cp;  // the VAE's parameters and activations on the chosen device
     Rng rng;
     int lat_h, lat_w;  // latent size the VAE expects (0: any)
     Colormap cmap;     // for 1-channel PNGs
@@ -197,17 +197,21 @@ static float *decode_latents(Decoder *d, const WireTensor *t, int *C, int *H, in
     size_t per_in = (size_t)lc * h * w, per_out = (size_t)*C * *H * *W;
     float *out = xmalloc((size_t)N * per_out * sizeof(float));
     float sf = d->vae.model.cfg.scaling_factor;
+    float *zh = xmalloc((size_t)(N < d->o.batch_limit ? N : d->o.batch_limit) * per_in * sizeof(float));
     for (int n0 = 0; n0 < N; n0 += d->o.batch_limit) {
         int n = N - n0 < d->o.batch_limit ? N - n0 : d->o.batch_limit;
-        arena_reset(&d->arena);
-        Tensor z = ctx_tensor(&d->ctx, n, lc, h, w);  // [n, 4, h, w]
-        memcpy(z.d, (const char *)t->data + (size_t)n0 * per_in * sizeof(float), (size_t)n * per_in * sizeof(float));
-        for (size_t i = 0; i < (size_t)n * per_in; i++) z.d[i] = z.d[i] / sf;
-        Tensor x = vae_decode(&d->ctx, &d->vae.model, z);  // [n, C, H, W]
+        arena_reset(&d->cp.arena);
+        memcpy(zh, (const char *)t->data + (size_t)n0 * per_in * sizeof(float), (size_t)n * per_in * sizeof(float));
+        for (size_t i = 0; i < (size_t)n * per_in; i++) zh[i] = zh[i] / sf;
+        Tensor z = ctx_tensor(&d->cp.ctx, n, lc, h, w);  // [n, 4, h, w]
+        ctx_put(&d->cp.ctx, z.d, zh, (size_t)n * per_in * sizeof(float));
+        Tensor x = vae_decode(&d->cp.ctx, &d->vae.model, z);  // [n, C, H, W]
         CHECK(x.C == *C && x.H == *H && x.W == *W, "vae_decode gave (%d,%d,%d), expected (%d,%d,%d)", x.C, x.H, x.W, *C, *H, *W);
         float *o = out + (size_t)n0 * per_out;
-        for (size_t i = 0; i < (size_t)n * per_out; i++) o[i] = x.d[i] < -1.0f ? -1.0f : x.d[i] > 1.0f ? 1.0f : x.d[i];
+        ctx_get(&d->cp.ctx, o, x.d, (size_t)n * per_out * sizeof(float));
+        for (size_t i = 0; i < (size_t)n * per_out; i++) o[i] = o[i] < -1.0f ? -1.0f : o[i] > 1.0f ? 1.0f : o[i];
     }
+    free(zh);
     return out;
 }
 
@@ -448,9 +452,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "doppel-decoder: %s: latents %s, scaling_factor %g; %s%s%s%s%s\n", d.o.vae, shapes,
                 (double)c->scaling_factor, d.o.in, d.o.png ? " -> PNGs in " : "", d.o.png ? d.o.png : "",
                 d.pub ? " -> published on " : "", bound);
-        arena_init(&d.arena, 0);
+        int gpu = device_choose(d.o.device, "doppel-decoder");
+        if (gpu) fprintf(stderr, "doppel-decoder: decoding on %s\n", cuda_device_name());
         rng_seed(&d.rng, 0);
-        ctx_init(&d.ctx, &d.vae.model.ps, &d.arena, &d.rng);
+        compute_init(&d.cp, &d.vae.model.ps, &d.rng, gpu);
         serve(&d);
         if (d.pub) send_end(&d);
         double dt = d.busy_s;
@@ -459,8 +464,7 @@ int main(int argc, char **argv) {
                 (long long)d.pngs, d.png_failed ? ", some failed (see above)" : "", (long long)d.published,
                 (long long)d.skipped_frames, zsock_interrupted() ? " (interrupted)" : "");
         if (d.png_failed) rc = EXIT_RUNTIME;
-        ctx_free(&d.ctx);
-        arena_free(&d.arena);
+        compute_free(&d.cp);
     }
     json_decref(d.model);
     zsock_close(&d.in);

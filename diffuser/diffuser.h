@@ -41,6 +41,9 @@ typedef struct {
     uint64_t seed;
     int augment;           // random circular shift along time (W) per sample
     int n_users;           // > 0: stream frames with labels outside 0..n_users-1 are skipped
+    float *bx;             // (B, C, h, w) the batch being assembled, on the host
+    int32_t *by;           // (B) its labels: what latents_batch hands out
+    size_t bcap;           // samples bx and by hold
 } LatentSource;
 
 // opens a cache file or a stream endpoint (exactly one non-NULL); for a stream it waits for the
@@ -48,7 +51,8 @@ typedef struct {
 int latents_open(LatentSource *s, const char *cache, const char *endpoint, uint64_t seed, int augment, char *err,
                  size_t errlen);
 // Batch number b (B samples for a cache; a stream's next frame, whatever its size) into x
-// (allocated from ctx's arena) and labels (arena). 1 ok, 0 end of stream / interrupted.
+// (allocated from ctx's arena: on the GPU for a GPU context) and labels (host memory of s, valid
+// until the next call). 1 ok, 0 end of stream / interrupted.
 int latents_batch(LatentSource *s, Ctx *ctx, int64_t b, int B, Tensor *x, int32_t **labels);
 void latents_close(LatentSource *s);
 

@@ -132,17 +132,26 @@ static void epoch_perm(LatentSource *s, int64_t e) {
     s->epoch = e;
 }
 
+// room for n samples in the host staging buffers
+static void batch_room(LatentSource *s, size_t n, size_t per) {
+    if (n <= s->bcap) return;
+    s->bx = xrealloc(s->bx, n * per * sizeof(float));
+    s->by = xrealloc(s->by, n * sizeof(int32_t));
+    s->bcap = n;
+}
+
 int latents_batch(LatentSource *s, Ctx *ctx, int64_t b, int B, Tensor *x, int32_t **labels) {
     size_t per = (size_t)s->C * s->h * s->w;
+    int N;
     if (s->lat) {
-        *x = ctx_tensor(ctx, B, s->C, s->h, s->w);
-        *labels = arena_alloc(ctx->arena, (size_t)B * sizeof(int32_t));
+        N = B;
+        batch_room(s, (size_t)N, per);
         for (int j = 0; j < B; j++) {
             int64_t p = b * B + j;
             epoch_perm(s, p / s->n);
             int64_t i = s->perm[p % s->n];
-            memcpy(x->d + j * per, s->lat + i * per, per * sizeof(float));
-            (*labels)[j] = s->lab[i];
+            memcpy(s->bx + j * per, s->lat + i * per, per * sizeof(float));
+            s->by[j] = s->lab[i];
         }
     } else {
         const WireTensor *lat, *lab;
@@ -152,22 +161,24 @@ int latents_batch(LatentSource *s, Ctx *ctx, int64_t b, int B, Tensor *x, int32_
         } else if (!next_frame(s, &lat, &lab)) {
             return 0;
         }
-        int N = (int)lat->shape[0];
-        *x = ctx_tensor(ctx, N, s->C, s->h, s->w);
-        wire_tensor_f32(x->d, lat);
-        *labels = arena_alloc(ctx->arena, (size_t)N * sizeof(int32_t));
-        memcpy(*labels, lab->data, (size_t)N * sizeof(int32_t));
+        N = (int)lat->shape[0];
+        batch_room(s, (size_t)N, per);
+        wire_tensor_f32(s->bx, lat);
+        memcpy(s->by, lab->data, (size_t)N * sizeof(int32_t));
     }
     if (s->augment) {
         Rng r;  // from (seed, b): the same batch gets the same shifts after a resume
         rng_seed(&r, s->seed ^ (0xa5a5a5a5ULL + (uint64_t)b * 0x2545F4914F6CDD1DULL));
-        for (int j = 0; j < x->N; j++) shift_time(x->d + j * per, s->C, s->h, s->w, (int)rng_below(&r, (uint32_t)s->w));
+        for (int j = 0; j < N; j++) shift_time(s->bx + j * per, s->C, s->h, s->w, (int)rng_below(&r, (uint32_t)s->w));
     }
+    *x = ctx_tensor(ctx, N, s->C, s->h, s->w);  // the context's memory: the GPU's when it trains there
+    ctx_put(ctx, x->d, s->bx, (size_t)N * per * sizeof(float));
+    *labels = s->by;
     return 1;
 }
 
 void latents_close(LatentSource *s) {
-    free(s->lat), free(s->lab), free(s->perm);
+    free(s->lat), free(s->lab), free(s->perm), free(s->bx), free(s->by);
     if (s->have) received_release(&s->r);
     zsock_close(&s->sock);
     json_decref(s->users);

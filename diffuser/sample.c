@@ -61,7 +61,7 @@ int diffuser_sample_grid(UNet2DModel *m, const NoiseSchedule *s, VaeFolder *vae,
 
 // ---- sample ----
 typedef struct {
-    const char *unet, *users, *out, *cache, *vae, *classifier;
+    const char *unet, *users, *out, *cache, *vae, *classifier, *device;
     int per_user, steps, batch, karras, no_ema, threads, timeout_s, scale_given;
     double guidance, eta, classifier_scale;
     uint64_t seed;
@@ -95,10 +95,12 @@ static const char *USAGE_SAMPLE =
     "  --cache FILE         also write every latent + label + seed to a safetensors file\n"
     "  --vae DIR            refuse to run unless this VAE fits the UNet (channels, size, users)\n"
     "  --timeout S          give up when no decoder takes a frame for S seconds (300)\n"
-    "  --threads N  --device cpu  --help\n";
+    "  --device cpu|cuda|auto  where the UNet runs (auto: the GPU when there is one; classifier\n"
+    "                       guidance runs on the CPU)\n"
+    "  --threads N  --help\n";
 
 static SampleOptions parse_sample(int argc, char **argv) {
-    SampleOptions o = {.users = "all", .per_user = 8, .steps = 20, .batch = 32, .guidance = 2.0, .kind = SAMPLER_DPMPP_2M,
+    SampleOptions o = {.device = "auto", .users = "all", .per_user = 8, .steps = 20, .batch = 32, .guidance = 2.0, .kind = SAMPLER_DPMPP_2M,
                        .timeout_s = 300, .classifier_scale = 1.0};
     enum { O_UNET = 256, O_USERS, O_PER, O_SAMPLER, O_STEPS, O_ETA, O_KARRAS, O_G, O_SEED, O_BATCH, O_OUT, O_CACHE, O_VAE,
            O_NOEMA, O_THREADS, O_TIMEOUT, O_DEVICE, O_CLS, O_CLS_SCALE, O_HELP };
@@ -130,8 +132,9 @@ static SampleOptions parse_sample(int argc, char **argv) {
         case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
         case O_TIMEOUT: o.timeout_s = (int)cli_parse_long(TOOL, "--timeout", optarg, 1, 100000000); break;
         case O_DEVICE:
-            if (!strcmp(optarg, "cuda")) fprintf(stderr, "doppel-diffuser: --device cuda: the CUDA backend is not built yet; using the CPU\n");
-            else if (strcmp(optarg, "cpu")) cli_usage_error(TOOL, "--device must be cpu or cuda");
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
+                cli_usage_error(TOOL, "--device must be cpu, cuda or auto");
+            o.device = optarg;
             break;
         case O_CLS: o.classifier = optarg; break;
         case O_CLS_SCALE: o.classifier_scale = cli_parse_double(TOOL, "--classifier-scale", optarg, 0, 1e4), o.scale_given = 1; break;
@@ -266,12 +269,16 @@ int diffuser_sample_main(int argc, char **argv) {
     fprintf(stderr, "doppel-diffuser: %lld samples (%d users x %d) with %s, %d steps, guidance %g%s, %s weights%s%s\n",
             (long long)N, nu, o.per_user, sampler_kind_name(o.kind), o.steps, o.guidance, cg, used_ema ? "EMA" : "raw",
             out ? ", to " : "", out ? o.out : "");
-    Arena arena;
-    arena_init(&arena, 0);
+    int gpu = device_choose(o.device, "doppel-diffuser");
+    if (gpu && cls) {
+        fprintf(stderr, "doppel-diffuser: classifier guidance runs on the CPU only (for now): sampling on the CPU\n");
+        gpu = 0;
+    }
+    if (gpu) fprintf(stderr, "doppel-diffuser: sampling on %s\n", cuda_device_name());
     Rng rng;
     rng_seed(&rng, o.seed);
-    Ctx ctx;
-    ctx_init(&ctx, &m->ps, &arena, &rng);
+    Compute cp;
+    compute_init(&cp, &m->ps, &rng, gpu);
     Progress p;
     progress_start(&p, "sample", N * o.steps, "sample-step");  // moves during long batches
     int rc = EXIT_OK;
@@ -280,7 +287,7 @@ int diffuser_sample_main(int argc, char **argv) {
     for (int64_t n0 = 0; n0 < N && !zsock_interrupted(); n0 += o.batch) {
         int n = (int)(N - n0 < o.batch ? N - n0 : o.batch);
         SampleProgressCtx pc = {&p, n0 * o.steps, n};
-        diffusion_sample(&ctx, m, &u.sched, &sc, lab + n0, seeds + n0, n, z, on_step, &pc);
+        diffusion_sample(&cp.ctx, m, &u.sched, &sc, lab + n0, seeds + n0, n, z, on_step, &pc);
         if (all) memcpy(all + n0 * per, z, (size_t)n * per * sizeof(float));
         if (out) {
             Frame fr;
@@ -324,7 +331,7 @@ int diffuser_sample_main(int argc, char **argv) {
             secs > 0 ? sent / secs : 0.0, zsock_interrupted() ? " (interrupted)" : "");
     json_decref(meta);
     free(lab), free(seeds), free(all), free(z), free(users);
-    ctx_free(&ctx), arena_free(&arena);
+    compute_free(&cp);
     zsock_close(&out);
     zsock_term();
     if (cls) latent_classifier_free(cls), free(cls);

@@ -29,7 +29,7 @@
 
 // ---- options ----
 typedef struct {
-    const char *unet, *bind, *out, *vae;
+    const char *unet, *bind, *out, *vae, *device;
     int batch, no_ema, threads, timeout_s;
     long max_samples;
 } ServeOptions;
@@ -58,10 +58,11 @@ static const char *USAGE_SERVE =
     "  --max-samples N      refuse requests for more than N samples (100000)\n"
     "  --timeout S          give up a request when its client or no decoder takes a frame for S seconds (300)\n"
     "  --vae DIR            refuse to start unless this VAE fits the UNet (channels, size, users)\n"
-    "  --no-ema  --threads N  --device cpu  --help\n";
+    "  --device cpu|cuda|auto  where the UNet runs (auto: the GPU when there is one)\n"
+    "  --no-ema  --threads N  --help\n";
 
 static ServeOptions parse_serve(int argc, char **argv) {
-    ServeOptions o = {.bind = "@tcp://127.0.0.1:5560", .batch = 32, .timeout_s = 300, .max_samples = 100000};
+    ServeOptions o = {.device = "auto", .bind = "@tcp://127.0.0.1:5560", .batch = 32, .timeout_s = 300, .max_samples = 100000};
     enum { O_UNET = 256, O_BIND, O_OUT, O_BATCH, O_NOEMA, O_VAE, O_MAX, O_THREADS, O_TIMEOUT, O_DEVICE, O_HELP };
     static const struct option opts[] = {
         {"unet", 1, 0, O_UNET}, {"bind", 1, 0, O_BIND}, {"out", 1, 0, O_OUT}, {"batch", 1, 0, O_BATCH},
@@ -81,8 +82,9 @@ static ServeOptions parse_serve(int argc, char **argv) {
         case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
         case O_TIMEOUT: o.timeout_s = (int)cli_parse_long(TOOL, "--timeout", optarg, 1, 1000000); break;
         case O_DEVICE:
-            if (!strcmp(optarg, "cuda")) fprintf(stderr, "doppel-diffuser: --device cuda: the CUDA backend is not built yet; using the CPU\n");
-            else if (strcmp(optarg, "cpu")) cli_usage_error(TOOL, "--device must be cpu or cuda");
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
+                cli_usage_error(TOOL, "--device must be cpu, cuda or auto");
+            o.device = optarg;
             break;
         case O_HELP: fputs(USAGE_SERVE, stdout); exit(EXIT_OK);
         default: cli_usage_error(TOOL, "unknown option for 'serve'");
@@ -557,12 +559,12 @@ int diffuser_serve_main(int argc, char **argv) {
     fprintf(stderr, "doppel-diffuser: serving %s (%d users, latents %dx%dx%d, %s weights) on %s%s%s\n", s->o.unet, s->U,
             c->in_channels, c->sample_size, c->sample_size, s->used_ema ? "EMA" : "raw", bound, s->out ? "; decoders at " : "",
             s->out ? s->o.out : "");
-    Arena arena;
-    arena_init(&arena, 0);
+    int gpu = device_choose(s->o.device, "doppel-diffuser");
+    if (gpu) fprintf(stderr, "doppel-diffuser: sampling on %s\n", cuda_device_name());
     Rng rng;
     rng_seed(&rng, 0);
-    Ctx ctx;
-    ctx_init(&ctx, &s->u.model.ps, &arena, &rng);
+    Compute cp;
+    compute_init(&cp, &s->u.model.ps, &rng, gpu);
     float *z = xmalloc((size_t)s->o.batch * c->in_channels * c->sample_size * c->sample_size * sizeof(float));
     while (!zsock_interrupted()) {
         if (!s->queued) {
@@ -571,7 +573,7 @@ int diffuser_serve_main(int argc, char **argv) {
         }
         Request *r = s->queue[s->head];
         s->head = (s->head + 1) % SERVE_MAX_QUEUED, s->queued--;
-        run_request(s, &ctx, z, r);
+        run_request(s, &cp.ctx, z, r);
         request_free(r);
     }
     for (; s->queued; s->head = (s->head + 1) % SERVE_MAX_QUEUED, s->queued--) {  // interrupted: tell who waits
@@ -581,7 +583,7 @@ int diffuser_serve_main(int argc, char **argv) {
     }
     fprintf(stderr, "doppel-diffuser: serve stopped (interrupted)\n");
     free(z);
-    ctx_free(&ctx), arena_free(&arena);
+    compute_free(&cp);
 done:
     zsock_close(&s->out);
     zsock_close(&s->router);

@@ -20,7 +20,7 @@
 #include "diffuser.h"
 
 typedef struct {
-    const char *in, *cache, *unet, *preset, *metrics, *vae;
+    const char *in, *cache, *unet, *preset, *metrics, *vae, *device;
     int steps, batch, warmup, accum, save_every, resume, threads, stop_at, augment, T, sample_every, users;
     int grad_checkpoint;
     double lr, wd, clip, ema, dropout, snr_gamma, beta_start, beta_end;
@@ -58,16 +58,18 @@ static const char *USAGE_TRAIN =
     "          every --sample-every K steps (500; 0: only at the end)\n"
     "          --resume continues exactly (a stream skips the batches already used); --stop-at K\n"
     "          checkpoints and stops after step K keeping the schedule of --steps\n"
-    "common:   --seed S (0) --threads N --help\n";
+    "device:   --device cpu|cuda|auto (auto: the GPU when there is one; the same steps as the CPU\n"
+    "          within float rounding)  --threads N (CPU)\n"
+    "common:   --seed S (0) --help\n";
 
 static TrainOptions parse_train(int argc, char **argv) {
-    TrainOptions o = {.preset = "small", .steps = 2000, .batch = 32, .warmup = 100, .accum = 1, .save_every = 500,
+    TrainOptions o = {.device = "auto", .preset = "small", .steps = 2000, .batch = 32, .warmup = 100, .accum = 1, .save_every = 500,
                       .T = 1000, .sample_every = 500, .lr = 1e-4, .wd = 0.01, .clip = 1.0, .ema = 0.9999, .dropout = 0.1,
                       .beta_start = 0.0001, .beta_end = 0.02, .sched = LR_COSINE_WARMUP, .beta = BETA_LINEAR,
                       .pred = PRED_EPSILON};
     enum { O_IN = 256, O_CACHE, O_UNET, O_PRESET, O_STEPS, O_BATCH, O_LR, O_WARMUP, O_SCHED, O_ACCUM, O_WD, O_CLIP, O_EMA,
            O_SAVE, O_RESUME, O_METRICS, O_SEED, O_THREADS, O_STOP, O_AUG, O_PRED, O_BETA, O_T, O_BS, O_BE, O_SNR, O_DROP,
-           O_VAE, O_SEVERY, O_USERS, O_CKPT, O_HELP };
+           O_VAE, O_SEVERY, O_USERS, O_CKPT, O_DEVICE, O_HELP };
     static const struct option opts[] = {
         {"in", 1, 0, O_IN}, {"cache", 1, 0, O_CACHE}, {"unet", 1, 0, O_UNET}, {"preset", 1, 0, O_PRESET},
         {"steps", 1, 0, O_STEPS}, {"batch", 1, 0, O_BATCH}, {"lr", 1, 0, O_LR}, {"warmup", 1, 0, O_WARMUP},
@@ -77,7 +79,7 @@ static TrainOptions parse_train(int argc, char **argv) {
         {"prediction", 1, 0, O_PRED}, {"beta-schedule", 1, 0, O_BETA}, {"timesteps", 1, 0, O_T},
         {"beta-start", 1, 0, O_BS}, {"beta-end", 1, 0, O_BE}, {"snr-gamma", 1, 0, O_SNR}, {"cond-dropout", 1, 0, O_DROP},
         {"vae", 1, 0, O_VAE}, {"sample-every", 1, 0, O_SEVERY}, {"users", 1, 0, O_USERS}, {"grad-checkpoint", 0, 0, O_CKPT},
-        {"help", 0, 0, O_HELP},
+        {"device", 1, 0, O_DEVICE}, {"help", 0, 0, O_HELP},
         {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -98,6 +100,11 @@ static TrainOptions parse_train(int argc, char **argv) {
         case O_EMA: o.ema = cli_parse_double(TOOL, "--ema", optarg, 0, 1); break;
         case O_SAVE: o.save_every = (int)cli_parse_long(TOOL, "--save-every", optarg, 1, 100000000); break;
         case O_RESUME: o.resume = 1; break;
+        case O_DEVICE:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
+                cli_usage_error(TOOL, "--device must be cpu, cuda or auto");
+            o.device = optarg;
+            break;
         case O_METRICS: o.metrics = optarg; break;
         case O_SEED: o.seed = (uint64_t)cli_parse_long(TOOL, "--seed", optarg, 0, (long)(~0UL >> 1)); break;
         case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
@@ -292,11 +299,13 @@ int diffuser_train_main(int argc, char **argv) {
     if (!o.metrics) snprintf(path, sizeof(path), "%s/metrics.jsonl", o.unet);
     MetricsLog *ml = metrics_open(o.metrics ? o.metrics : path, err, sizeof(err));
     if (!ml) fprintf(stderr, "doppel-diffuser: no metrics log: %s\n", err);
-    Arena arena;
-    arena_init(&arena, 0);
-    Ctx ctx;
-    ctx_init(&ctx, &m->ps, &arena, &rng);
-    ctx.train = 1;
+    int gpu = device_choose(o.device, "doppel-diffuser");
+    if (gpu) fprintf(stderr, "doppel-diffuser: training on %s\n", cuda_device_name());
+    Compute cp;  // on the GPU: parameters, gradients, AdamW moments and EMA live there between checkpoints
+    compute_init(&cp, &m->ps, &rng, gpu);
+    Ctx *ctx = &cp.ctx;
+    ParamSet *ps = ctx->ps;
+    ctx->train = 1;
     DiffusionLossConfig lc = {(float)o.dropout, (float)o.snr_gamma};
     History hist = {0};
     if (resuming) history_reload(&hist, o.metrics ? o.metrics : path, opt.step);
@@ -311,27 +320,27 @@ int diffuser_train_main(int argc, char **argv) {
     progress_start(&p, "train unet", o.steps, "step");
     int stop = o.stop_at && o.stop_at < o.steps ? o.stop_at : o.steps, fails = 0, rc = EXIT_OK;
     while (opt.step < stop && !zsock_interrupted()) {
-        params_zero_grad(&m->ps);
+        compute_zero_grad(&cp);
         DiffusionLosses sum = {0};
         int ok = 1, n = 0;
         for (int a = 0; a < o.accum; a++) {
-            arena_reset(&arena);
+            arena_reset(&cp.arena);
             Tensor x;
             int32_t *y;
-            if (!latents_batch(&src, &ctx, batch_no, o.batch, &x, &y)) {
+            if (!latents_batch(&src, ctx, batch_no, o.batch, &x, &y)) {
                 ok = 0;
                 break;
             }
             batch_no++;
             DiffusionLosses l;
-            diffusion_train_step(&ctx, m, &u.sched, x, y, &lc, 1.0f / o.accum, &l);
+            diffusion_train_step(ctx, m, &u.sched, x, y, &lc, 1.0f / o.accum, &l);
             sum.loss += l.loss / o.accum, sum.mse += l.mse / o.accum, sum.dropped += l.dropped, n += x.N;
         }
         if (!ok) {
             fprintf(stderr, "doppel-diffuser: the stream ended at step %lld\n", (long long)opt.step);
             break;
         }
-        if (!isfinite(sum.loss) || !grads_finite(&m->ps)) {
+        if (!isfinite(sum.loss) || !OP(ctx, grads_finite, ps)) {
             fprintf(stderr, "doppel-diffuser: step %lld: loss or gradients are not finite; skipping the step\n",
                     (long long)opt.step + 1);
             if (++fails >= 5) {
@@ -342,10 +351,10 @@ int diffuser_train_main(int argc, char **argv) {
             continue;
         }
         fails = 0;
-        float norm = o.clip > 0 ? clip_grad_norm(&m->ps, (float)o.clip) : grad_global_norm(&m->ps);
+        float norm = o.clip > 0 ? OP(ctx, clip_grad_norm, ps, (float)o.clip) : OP(ctx, grad_global_norm, ps);
         float lr = lr_at(o.sched, (float)o.lr, opt.step, o.warmup, o.steps);
-        adamw_step(&opt, &m->ps, lr);
-        if (o.ema > 0) ema_update(&m->ps, ema_decay(&emac, opt.step));
+        OP(ctx, adamw_step, &opt, ps, lr);
+        if (o.ema > 0) OP(ctx, ema_update, ps, ema_decay(&emac, opt.step));
         history_add(&hist, opt.step, sum.loss);
         if (ml) {
             char line[384];
@@ -356,15 +365,19 @@ int diffuser_train_main(int argc, char **argv) {
         char extra[96];
         snprintf(extra, sizeof(extra), "loss %.4f (avg %.4f)", sum.loss, hist.smooth[hist.n - 1]);
         progress_update(&p, opt.step, extra);
-        if (opt.step % o.save_every == 0 || opt.step == stop) {
+        int saving = opt.step % o.save_every == 0 || opt.step == stop;
+        int gridding = have_vae && o.sample_every && opt.step % o.sample_every == 0 && opt.step != stop;
+        if (saving || gridding) compute_params_to_host(&cp);  // the checkpoint and the grid read the host copy
+        if (saving) {
             if (save_all(&u, o.unet, opt.step, &rng, err, sizeof(err)))
                 fprintf(stderr, "doppel-diffuser: checkpoint failed: %s\n", err), rc = EXIT_RUNTIME;
             history_plot(&hist, o.unet);
         }
-        if (have_vae && o.sample_every && opt.step % o.sample_every == 0 && opt.step != stop)
+        if (gridding)
             write_grid(&u, &vae, o.unet, opt.step, o.seed);
     }
     progress_finish(&p, NULL);
+    compute_params_to_host(&cp);
     if (save_all(&u, o.unet, opt.step, &rng, err, sizeof(err)))
         fprintf(stderr, "doppel-diffuser: final checkpoint failed: %s\n", err), rc = EXIT_RUNTIME;
     history_plot(&hist, o.unet);
@@ -373,8 +386,7 @@ int diffuser_train_main(int argc, char **argv) {
             zsock_interrupted() ? " (interrupted)" : "");
     free(hist.step), free(hist.loss), free(hist.smooth);
     metrics_close(&ml);
-    ctx_free(&ctx);
-    arena_free(&arena);
+    compute_free(&cp);
     if (have_vae) vae_folder_free(&vae);
     unet_folder_free(&u);
     latents_close(&src);

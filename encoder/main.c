@@ -54,10 +54,11 @@ static const char *USAGE =
     "       latent = (posterior mean, or a sample with --sample) * scaling_factor; labels, seeds and\n"
     "       meta pass through; --cache writes every latent + label + seed to one safetensors file.\n"
     "check: --vae DIR --in EP --report DIR   (PSNR, SSIM, L1 per user; latent stats; a grid)\n"
-    "common: --help, --version\n";
+    "common: --device cpu|cuda|auto (auto: the GPU when there is one; encode runs there, train and\n"
+    "       check on the CPU for now), --help, --version\n";
 
 typedef struct {
-    const char *in, *out, *vae, *preset, *metrics, *cache;
+    const char *in, *out, *vae, *preset, *metrics, *cache, *device;
     int steps, warmup, accum, save_every, resume, threads, sample, mse, stop_at, disc_start, disc_adaptive;
     double lr, kl, ssim_w, spec_w, wd, clip, ema, disc_w, disc_lr;
     uint64_t seed;
@@ -65,7 +66,7 @@ typedef struct {
 } Options;
 
 static Options parse(int argc, char **argv, int train) {
-    Options o = {.preset = "small", .steps = 2000, .disc_start = -1, .warmup = 100, .accum = 1, .save_every = 500, .lr = 1e-4,
+    Options o = {.device = "auto", .preset = "small", .steps = 2000, .disc_start = -1, .warmup = 100, .accum = 1, .save_every = 500, .lr = 1e-4,
                  .kl = 1e-6, .wd = 0.01, .clip = 1.0, .sched = LR_COSINE_WARMUP};
     static const struct option opts[] = {
         {"in", 1, 0, 'i'}, {"out", 1, 0, 'o'}, {"vae", 1, 0, 'v'}, {"preset", 1, 0, 'p'}, {"steps", 1, 0, 'n'},
@@ -73,7 +74,7 @@ static Options parse(int argc, char **argv, int train) {
         {"kl-weight", 1, 0, 'k'}, {"ssim-weight", 1, 0, 's'}, {"spectral-weight", 1, 0, 'f'}, {"weight-decay", 1, 0, 'd'},
         {"clip", 1, 0, 'c'}, {"ema", 1, 0, 'e'}, {"save-every", 1, 0, 'K'}, {"resume", 0, 0, 'r'}, {"metrics", 1, 0, 'm'},
         {"seed", 1, 0, 'x'}, {"threads", 1, 0, 't'}, {"cache", 1, 0, 'C'}, {"sample", 0, 0, 'P'}, {"stop-at", 1, 0, 'T'}, {"disc-weight", 1, 0, 'D'}, {"disc-start", 1, 0, 'B'},
-        {"disc-adaptive", 0, 0, 'A'}, {"disc-lr", 1, 0, 'R'}, {"help", 0, 0, 'h'},
+        {"disc-adaptive", 0, 0, 'A'}, {"disc-lr", 1, 0, 'R'}, {"device", 1, 0, 'G'}, {"help", 0, 0, 'h'},
         {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -109,6 +110,11 @@ static Options parse(int argc, char **argv, int train) {
         case 'B': o.disc_start = (int)cli_parse_long(TOOL, "--disc-start", optarg, 0, 100000000); break;
         case 'A': o.disc_adaptive = 1; break;
         case 'R': o.disc_lr = cli_parse_double(TOOL, "--disc-lr", optarg, 0, 10); break;
+        case 'G':
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
+                cli_usage_error(TOOL, "--device must be cpu, cuda or auto, not '%s'", optarg);
+            o.device = optarg;
+            break;
         case 'T': o.stop_at = (int)cli_parse_long(TOOL, "--stop-at", optarg, 1, 100000000); break;
         case 'h': fputs(USAGE, stdout); exit(EXIT_OK);
         case 'V': cli_print_version(TOOL); exit(EXIT_OK);
@@ -169,7 +175,14 @@ static int next_images(Input *in, const WireTensor **img, const WireTensor **lab
 
 static Tensor image_tensor(Ctx *ctx, const WireTensor *t) {
     Tensor x = ctx_tensor(ctx, (int)t->shape[0], (int)t->shape[1], (int)t->shape[2], (int)t->shape[3]);
-    wire_tensor_f32(x.d, t);
+    if (!ctx->cuda) {
+        wire_tensor_f32(x.d, t);
+        return x;
+    }
+    float *h = xmalloc(tensor_numel(x) * sizeof(float));  // the wire's dtype to f32 on the host, then up
+    wire_tensor_f32(h, t);
+    ctx_put(ctx, x.d, h, tensor_numel(x) * sizeof(float));
+    free(h);
     return x;
 }
 
@@ -283,11 +296,19 @@ static int train(Options o) {
     MetricsLog *ml = metrics_open(o.metrics ? o.metrics : path, err, sizeof(err));
     if (!ml) fprintf(stderr, "doppel-encoder: no metrics log: %s\n", err);
     LossHistory hist = {0};
-    Arena arena;
-    arena_init(&arena, 0);
-    Ctx ctx;
-    ctx_init(&ctx, &m->ps, &arena, &rng);
-    ctx.train = 1;
+    // the GPU takes the base losses (reconstruction + KL); SSIM, spectral and the discriminator are CPU-only
+    int gpu = device_choose(o.device, "doppel-encoder");
+    if (gpu && (o.ssim_w > 0 || o.spec_w > 0 || o.disc_w > 0)) {
+        fprintf(stderr, "doppel-encoder: the SSIM, spectral and discriminator terms have no CUDA twins yet: training on the CPU\n");
+        gpu = 0;
+    }
+    if (gpu) fprintf(stderr, "doppel-encoder: training on %s\n", cuda_device_name());
+    Compute cp;
+    compute_init(&cp, &m->ps, &rng, gpu);
+    Ctx *ctx = &cp.ctx;
+    ParamSet *ps = ctx->ps;
+    float *momh = NULL;  // the moments on the host, for the latent statistics
+    ctx->train = 1;
     TrainLossConfig lc = {o.mse, (float)o.kl, (float)o.ssim_w, (float)o.spec_w};
     double zsum = 0, zsq = 0, zn = 0;  // latent statistics over the last batches
     int scale_from = o.steps - (o.steps < 50 ? o.steps : 50);
@@ -298,25 +319,33 @@ static int train(Options o) {
             params_count_floats(&m->ps), C, H, W, o.steps, o.accum, (int)img->shape[0]);
     int stop = o.stop_at && o.stop_at < o.steps ? o.stop_at : o.steps;
     while (opt.step < stop && !zsock_interrupted()) {
-        params_zero_grad(&m->ps);
+        compute_zero_grad(&cp);
         TrainLosses sum = {0};
         int ok = 1;
         for (int a = 0; a < o.accum && ok; a++) {
             if (a > 0 && !next_images(&in, &img, &lab, &sd)) ok = 0;
             if (!ok) break;
-            arena_reset(&arena);
-            Tensor x = image_tensor(&ctx, img);
+            arena_reset(&cp.arena);
+            Tensor x = image_tensor(ctx, img);
             TrainLosses l;
-            Tensor mom = vae_train_step_disc(&ctx, m, x, &lc, o.disc_w > 0 ? &dc : NULL, opt.step, 1.0f / o.accum, &l);
+            Tensor mom = vae_train_step_disc(ctx, m, x, &lc, o.disc_w > 0 ? &dc : NULL, opt.step, 1.0f / o.accum, &l);
             train_losses_add(&sum, &l, 1.0f / o.accum);
-            if (opt.step >= scale_from) latent_stats_add(mom, m->cfg.latent_channels, &zsum, &zsq, &zn);
+            if (opt.step >= scale_from) {
+                Tensor mh = mom;
+                if (ctx->cuda) {
+                    momh = xrealloc(momh, tensor_numel(mom) * sizeof(float));
+                    ctx_get(ctx, momh, mom.d, tensor_numel(mom) * sizeof(float));
+                    mh.d = momh;
+                }
+                latent_stats_add(mh, m->cfg.latent_channels, &zsum, &zsq, &zn);
+            }
             if (a + 1 < o.accum) continue;
         }
         if (!ok) {
             fprintf(stderr, "doppel-encoder: the stream ended at step %lld\n", (long long)opt.step);
             break;
         }
-        if (!isfinite(sum.total) || !grads_finite(&m->ps)) {
+        if (!isfinite(sum.total) || !OP(ctx, grads_finite, ps)) {
             fprintf(stderr, "doppel-encoder: step %lld: loss or gradients are not finite; skipping the step\n",
                     (long long)opt.step + 1);
             if (++fails >= 5) {
@@ -326,10 +355,10 @@ static int train(Options o) {
             }
         } else {
             fails = 0;
-            float norm = o.clip > 0 ? clip_grad_norm(&m->ps, (float)o.clip) : grad_global_norm(&m->ps);
+            float norm = o.clip > 0 ? OP(ctx, clip_grad_norm, ps, (float)o.clip) : OP(ctx, grad_global_norm, ps);
             float lr = lr_at(o.sched, (float)o.lr, opt.step, o.warmup, o.steps);
-            adamw_step(&opt, &m->ps, lr);
-            if (o.ema > 0) ema_update(&m->ps, ema_decay(&emac, opt.step));
+            OP(ctx, adamw_step, &opt, ps, lr);
+            if (o.ema > 0) OP(ctx, ema_update, ps, ema_decay(&emac, opt.step));
             loss_history_add(&hist, opt.step, &sum);
             if (ml) {
                 char line[512];
@@ -345,6 +374,7 @@ static int train(Options o) {
             progress_update(&p, opt.step, extra);
         }
         if (opt.step % o.save_every == 0 || opt.step == stop) {
+            compute_params_to_host(&cp);
             meta.step = opt.step, meta.rng = rng;
             note_progress(&v, opt.step, in.users);
             if (o.disc_w > 0) save_disc(&disc, dpath, dopt.step, &rng);
@@ -365,6 +395,7 @@ static int train(Options o) {
         fprintf(stderr, "doppel-encoder: latent std %.4f over %.0f values -> scaling_factor %.5f\n", sqrt(var > 0 ? var : 0),
                 zn, m->cfg.scaling_factor);
     }
+    compute_params_to_host(&cp);
     meta.step = opt.step, meta.rng = rng;
     note_progress(&v, opt.step, in.users);
     if (o.disc_w > 0) save_disc(&disc, dpath, dopt.step, &rng), patch_disc_free(&disc);
@@ -383,8 +414,8 @@ static int train(Options o) {
     json_decref(in.users);
     zsock_close(&in.sock);
     zsock_term();
-    ctx_free(&ctx);
-    arena_free(&arena);
+    free(momh);
+    compute_free(&cp);
     vae_folder_free(&v);
     return rc;
 }
@@ -417,12 +448,15 @@ static int encode(Options o) {
     in.sock = zsock_open(ZMQ_PULL, o.in, 0, err, sizeof(err));
     void *out = o.out ? zsock_open(ZMQ_PUSH, o.out, 1, err, sizeof(err)) : NULL;
     if (!in.sock || (o.out && !out)) return fprintf(stderr, "doppel-encoder: %s\n", err), EXIT_RUNTIME;
-    Arena arena;
-    arena_init(&arena, 0);
+    int gpu = device_choose(o.device, "doppel-encoder");
+    if (gpu) fprintf(stderr, "doppel-encoder: encoding on %s\n", cuda_device_name());
     Rng rng;
     rng_seed(&rng, o.seed);
-    Ctx ctx;
-    ctx_init(&ctx, &m->ps, &arena, &rng);
+    Compute cp;
+    compute_init(&cp, &m->ps, &rng, gpu);
+    Ctx *ctx = &cp.ctx;
+    float *momh = NULL, *zh = NULL;  // the posterior's moments and the latents, on the host
+    size_t hcap = 0;
     float scale = m->cfg.scaling_factor;
     int L = m->cfg.latent_channels, f = vae_downscale(&m->cfg);
     float *cache = NULL;
@@ -439,15 +473,19 @@ static int encode(Options o) {
                     C, H, W, m->cfg.in_channels, f);
             continue;
         }
-        arena_reset(&arena);
-        Tensor x = image_tensor(&ctx, img);
-        Tensor mom = vae_encode(&ctx, m, x);  // [N, 2L, h, w]
+        arena_reset(&cp.arena);
+        Tensor x = image_tensor(ctx, img);
+        Tensor mom = vae_encode(ctx, m, x);  // [N, 2L, h, w]
         int h = mom.H, w = mom.W;
         size_t plane = (size_t)h * w, per = (size_t)L * plane;
-        Tensor z = ctx_tensor(&ctx, N, L, h, w);
+        if ((size_t)N * per > hcap) {
+            hcap = (size_t)N * per;
+            momh = xrealloc(momh, 2 * hcap * sizeof(float)), zh = xrealloc(zh, hcap * sizeof(float));
+        }
+        ctx_get(ctx, momh, mom.d, 2 * (size_t)N * per * sizeof(float));
         for (int n = 0; n < N; n++) {
-            const float *mean = mom.d + (size_t)n * 2 * per, *logvar = mean + per;
-            float *zn = z.d + (size_t)n * per;
+            const float *mean = momh + (size_t)n * 2 * per, *logvar = mean + per;
+            float *zn = zh + (size_t)n * per;
             if (o.sample) {  // eps from the sample's own seed: any sample can be re-encoded alone
                 Rng r;
                 int64_t s = 0;
@@ -473,7 +511,7 @@ static int encode(Options o) {
             json_object_set_new(meta, "posterior", json_string(o.sample ? "sample" : "mean"));
             frame_set_meta(&fr, meta);
             json_decref(meta);
-            frame_add_tensor(&fr, WIRE_LATENT, WDT_F32, 4, (int64_t[]){N, L, h, w}, z.d);
+            frame_add_tensor(&fr, WIRE_LATENT, WDT_F32, 4, (int64_t[]){N, L, h, w}, zh);
             if (lab) frame_add_tensor(&fr, WIRE_LABEL, WDT_I32, 1, (int64_t[]){N}, lab->data);
             if (sd) frame_add_tensor(&fr, WIRE_SEED, WDT_I64, 1, (int64_t[]){N}, sd->data);
             int bad = zsock_send_frame(out, &fr, -1, err, sizeof(err));
@@ -490,7 +528,7 @@ static int encode(Options o) {
                 clab = xrealloc(clab, (size_t)ccap * sizeof(int32_t));
                 cseed = xrealloc(cseed, (size_t)ccap * sizeof(int64_t));
             }
-            memcpy(cache + (size_t)cn * per, z.d, (size_t)N * per * sizeof(float));
+            memcpy(cache + (size_t)cn * per, zh, (size_t)N * per * sizeof(float));
             for (int n = 0; n < N; n++) {
                 clab[cn + n] = -1, cseed[cn + n] = cn + n;
                 if (lab) memcpy(&clab[cn + n], (const char *)lab->data + 4 * n, 4);
@@ -515,14 +553,13 @@ static int encode(Options o) {
     if (o.cache && cn && write_cache(o.cache, cache, clab, cseed, cn, cshape, in.users, o.vae, scale)) rc = EXIT_RUNTIME;
     fprintf(stderr, "doppel-encoder: encoded %lld images in %lld frames%s\n", (long long)sent, (long long)frames,
             zsock_interrupted() ? " (interrupted)" : "");
-    free(cache), free(clab), free(cseed);
+    free(cache), free(clab), free(cseed), free(momh), free(zh);
     if (in.have) received_release(&in.r);
     json_decref(in.users);
     zsock_close(&in.sock);
     zsock_close(&out);
     zsock_term();
-    ctx_free(&ctx);
-    arena_free(&arena);
+    compute_free(&cp);
     vae_folder_free(&v);
     return rc;
 }

@@ -19,7 +19,7 @@ typedef struct {
     int dropout_ran;
 } Run;
 
-static float *copy_floats(const float *x, size_t n) {
+static float *dup_floats(const float *x, size_t n) {
     float *c = xmalloc(n * sizeof(float));
     memcpy(c, x, n * sizeof(float));
     return c;
@@ -61,9 +61,9 @@ static void run_steps(const char *preset, int N, int checkpoint, Run *r) {
         mse_backward(dout.d, out.d, target, tensor_numel(out), 1.0f);
         Tensor dx = unet_backward(&ctx, &m, dout);
         r->n_out = tensor_numel(out), r->n_in = tensor_numel(dx);
-        r->out[s] = copy_floats(out.d, r->n_out);
-        r->dsample[s] = copy_floats(dx.d, r->n_in);
-        r->grad[s] = copy_floats(m.ps.grad, m.ps.total);
+        r->out[s] = dup_floats(out.d, r->n_out);
+        r->dsample[s] = dup_floats(dx.d, r->n_in);
+        r->grad[s] = dup_floats(m.ps.grad, m.ps.total);
         r->rng[s] = rng;
         for (size_t i = 0; i < m.ps.total; i++) m.ps.data[i] -= 0.01f * m.ps.grad[i];
     }

@@ -37,21 +37,23 @@ static const char *USAGE =
     "  --batch B         images per judge pass (64)\n"
     "  --timeout S       --in: give up after S s without a frame (0: wait forever; 0)\n"
     "  --threads N       worker threads (all cores)\n"
+    "  --device cpu|cuda|auto  where the judge runs (auto: the GPU when there is one)\n"
     "  --help, --version\n"
     "exit status: 0 done, 1 runtime error (bad judge folder or set, unknown user, no images), 2 usage\n";
 
 typedef struct {
-    const char *judge, *in, *data, *report;
-    int resolution, batch, timeout_s, threads;
+    const char *judge, *in, *data, *report, *device;
+    int resolution, batch, timeout_s, threads, gpu;
 } Options;
 
 static Options parse(int argc, char **argv) {
-    Options o = {.batch = BATCH_DEFAULT};
-    enum { O_JUDGE = 256, O_IN, O_DATA, O_REPORT, O_RES, O_BATCH, O_TIMEOUT, O_THREADS, O_HELP, O_VERSION };
+    Options o = {.batch = BATCH_DEFAULT, .device = "auto"};
+    enum { O_JUDGE = 256, O_IN, O_DATA, O_REPORT, O_RES, O_BATCH, O_TIMEOUT, O_THREADS, O_DEVICE, O_HELP, O_VERSION };
     static const struct option opts[] = {
         {"judge", 1, 0, O_JUDGE}, {"in", 1, 0, O_IN}, {"data", 1, 0, O_DATA}, {"report", 1, 0, O_REPORT},
         {"resolution", 1, 0, O_RES}, {"batch", 1, 0, O_BATCH}, {"timeout", 1, 0, O_TIMEOUT},
-        {"threads", 1, 0, O_THREADS}, {"help", 0, 0, O_HELP}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
+        {"threads", 1, 0, O_THREADS}, {"device", 1, 0, O_DEVICE}, {"help", 0, 0, O_HELP}, {"version", 0, 0, O_VERSION},
+        {0, 0, 0, 0}};
     optind = 0;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -64,6 +66,11 @@ static Options parse(int argc, char **argv) {
         case O_BATCH: o.batch = (int)cli_parse_long(TOOL, "--batch", optarg, 1, 4096); break;
         case O_TIMEOUT: o.timeout_s = (int)cli_parse_long(TOOL, "--timeout", optarg, 0, 1 << 30); break;
         case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
+        case O_DEVICE:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
+                cli_usage_error(TOOL, "--device must be cpu, cuda or auto, not '%s'", optarg);
+            o.device = optarg;
+            break;
         case O_HELP: fputs(USAGE, stdout); exit(EXIT_OK);
         case O_VERSION: cli_print_version(TOOL); exit(EXIT_OK);
         default: cli_usage_error(TOOL, "unknown option for 'classify'");
@@ -73,6 +80,8 @@ static Options parse(int argc, char **argv) {
     if (!o.judge) cli_usage_error(TOOL, "classify needs --judge DIR");
     if (!o.in == !o.data) cli_usage_error(TOOL, "classify needs exactly one of --in EP or --data DIR");
     if (o.threads) omp_set_num_threads(o.threads);
+    o.gpu = device_choose(o.device, "doppel-validator");
+    if (o.gpu) fprintf(stderr, "doppel-validator: classifying on %s\n", cuda_device_name());
     return o;
 }
 
@@ -122,29 +131,27 @@ void classify_images(JudgeNet *net, Ctx *ctx, const float *x, const int *truth, 
         int m = N - k0 < batch ? N - k0 : batch;
         arena_reset(ctx->arena);
         Tensor xt = ctx_tensor(ctx, m, C, H, W);                       // [m, C, H, W]
-        memcpy(xt.d, x + k0 * per, m * per * sizeof(float));
-        float *logits = judge_forward(ctx, net, xt);                   // (m, K)
-        tally_add(t, logits, truth + k0, m);
+        ctx_put(ctx, xt.d, x + k0 * per, m * per * sizeof(float));
+        float *logits = judge_forward(ctx, net, xt);                   // (m, K), ctx memory
+        float *lh = xmalloc((size_t)m * net->cfg.n_users * sizeof(float));
+        ctx_get(ctx, lh, logits, (size_t)m * net->cfg.n_users * sizeof(float));
+        tally_add(t, lh, truth + k0, m);
+        free(lh);
     }
 }
 
 typedef struct {
-    Arena arena;
+    Compute cp;
     Rng rng;
-    Ctx ctx;
 } Eval;
 
-static void eval_init(Eval *e, JudgeNet *net) {
-    arena_init(&e->arena, 0);
+static void eval_init(Eval *e, JudgeNet *net, int gpu) {
     rng_seed(&e->rng, 0);
-    ctx_init(&e->ctx, &net->ps, &e->arena, &e->rng);
-    e->ctx.train = 0;
+    compute_init(&e->cp, &net->ps, &e->rng, gpu);
+    e->cp.ctx.train = 0;
 }
 
-static void eval_free(Eval *e) {
-    ctx_free(&e->ctx);
-    arena_free(&e->arena);
-}
+static void eval_free(Eval *e) { compute_free(&e->cp); }
 
 static void progress_acc(Progress *p, const Tally *t) {
     char extra[64];
@@ -152,10 +159,11 @@ static void progress_acc(Progress *p, const Tally *t) {
     progress_update(p, tally_total(t), extra);
 }
 
-int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, int resolution, int batch, char *err, size_t errlen) {
+int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, int resolution, int batch, int gpu, char *err,
+                    size_t errlen) {
     int C = net->cfg.channels, R = resolution ? resolution : net->cfg.resolution, rc = 0;
     Eval e;
-    eval_init(&e, net);
+    eval_init(&e, net, gpu);
     float *buf = NULL;
     int *truth = NULL;
     size_t cap = 0;
@@ -183,7 +191,7 @@ int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, int resolution, int
             break;
         }
         wire_tensor_f32(buf, img);
-        classify_images(net, &e.ctx, buf, truth, N, R, R, batch, t);
+        classify_images(net, &e.cp.ctx, buf, truth, N, R, R, batch, t);
         progress_acc(&p, t);
     }
     progress_finish(&p, NULL);
@@ -228,7 +236,7 @@ static int classify_folder(JudgeNet *net, const Options *o, Tally *t, char *err,
     unsigned char *ok = xmalloc((size_t)B);
     Preprocess pp = {R, C, cmap};
     Eval ev;
-    eval_init(&ev, net);
+    eval_init(&ev, net, o->gpu);
     fprintf(stderr, MSG "%d images of %d users in %s (%s), at %dx%dx%d\n", n, ds.n_users, o->data, why, C, R, R);
     Progress p;
     progress_start(&p, "classify", n, "img");
@@ -248,7 +256,7 @@ static int classify_folder(JudgeNet *net, const Options *o, Tally *t, char *err,
             if (got != i) memmove(x + (size_t)got * per, x + (size_t)i * per, per * sizeof(float));
             truth[got++] = map[ds.samples[idx[k0 + i]].user];
         }
-        classify_images(net, &ev.ctx, x, truth, got, R, R, B, t);
+        classify_images(net, &ev.cp.ctx, x, truth, got, R, R, B, t);
         progress_acc(&p, t);
     }
     progress_finish(&p, NULL);
@@ -274,7 +282,7 @@ int validator_classify_main(int argc, char **argv) {
     } else {
         ImageStream s;
         if (istream_open(&s, o.in, o.timeout_s, err, sizeof(err)) ||
-            classify_stream(&net, &s, &t, o.resolution, o.batch, err, sizeof(err)))
+            classify_stream(&net, &s, &t, o.resolution, o.batch, o.gpu, err, sizeof(err)))
             fprintf(stderr, MSG "%s\n", err), rc = EXIT_RUNTIME;
         why = s.why;
         istream_close(&s);

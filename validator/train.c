@@ -51,13 +51,14 @@ static const char *USAGE =
     "  --timeout S            give up after S s without a frame (0: wait forever; 0)\n"
     "  --seed S               init, dropout and augmentation (0)\n"
     "  --threads N            worker threads (all cores)\n"
+    "  --device cpu|cuda|auto where the judge trains (auto: the GPU when there is one)\n"
     "  --help, --version\n"
     "The batch size is the stream's (doppel-loader --batch).\n"
     "exit status: 0 done, 1 runtime error (stream, folder, non-finite training), 2 usage\n";
 
 typedef struct {
-    const char *in, *val, *judge, *metrics;
-    int steps, warmup, save_every, augment, timeout_s, threads, n_blocks, boc[MAX_BLOCKS];
+    const char *in, *val, *judge, *metrics, *device;
+    int steps, warmup, save_every, augment, timeout_s, threads, n_blocks, boc[MAX_BLOCKS], gpu;
     double lr, wd, clip, dropout;
     uint64_t seed;
 } Options;
@@ -76,16 +77,16 @@ static void parse_channels(const char *s, Options *o) {
 }
 
 static Options parse(int argc, char **argv) {
-    Options o = {.steps = 1500, .warmup = -1, .save_every = 500, .lr = 1e-3, .wd = 0.01, .clip = 1.0, .dropout = 0.1,
+    Options o = {.device = "auto", .steps = 1500, .warmup = -1, .save_every = 500, .lr = 1e-3, .wd = 0.01, .clip = 1.0, .dropout = 0.1,
                  .n_blocks = 4, .boc = {32, 64, 128, 128}};
     enum { O_IN = 256, O_VAL, O_JUDGE, O_STEPS, O_LR, O_WARMUP, O_WD, O_CLIP, O_BOC, O_DROPOUT, O_AUGMENT, O_SAVE,
-           O_METRICS, O_TIMEOUT, O_SEED, O_THREADS, O_HELP, O_VERSION };
+           O_METRICS, O_TIMEOUT, O_SEED, O_THREADS, O_DEVICE, O_HELP, O_VERSION };
     static const struct option opts[] = {
         {"in", 1, 0, O_IN}, {"val", 1, 0, O_VAL}, {"judge", 1, 0, O_JUDGE}, {"steps", 1, 0, O_STEPS},
         {"lr", 1, 0, O_LR}, {"warmup", 1, 0, O_WARMUP}, {"weight-decay", 1, 0, O_WD}, {"clip", 1, 0, O_CLIP},
         {"block-out-channels", 1, 0, O_BOC}, {"dropout", 1, 0, O_DROPOUT}, {"augment", 0, 0, O_AUGMENT},
         {"save-every", 1, 0, O_SAVE}, {"metrics", 1, 0, O_METRICS}, {"timeout", 1, 0, O_TIMEOUT},
-        {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS}, {"help", 0, 0, O_HELP}, {"version", 0, 0, O_VERSION},
+        {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS}, {"device", 1, 0, O_DEVICE}, {"help", 0, 0, O_HELP}, {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
     optind = 0;
     int c;
@@ -107,6 +108,11 @@ static Options parse(int argc, char **argv) {
         case O_TIMEOUT: o.timeout_s = (int)cli_parse_long(TOOL, "--timeout", optarg, 0, 1 << 30); break;
         case O_SEED: o.seed = (uint64_t)cli_parse_long(TOOL, "--seed", optarg, 0, (long)(~0UL >> 1)); break;
         case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
+        case O_DEVICE:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
+                cli_usage_error(TOOL, "--device must be cpu, cuda or auto, not '%s'", optarg);
+            o.device = optarg;
+            break;
         case O_HELP: fputs(USAGE, stdout); exit(EXIT_OK);
         case O_VERSION: cli_print_version(TOOL); exit(EXIT_OK);
         default: cli_usage_error(TOOL, "unknown option for 'train'");
@@ -161,7 +167,7 @@ static int validate(JudgeNet *net, const Options *o) {
     Tally t;
     tally_init(&t, net->cfg.n_users);
     int rc = EXIT_OK;
-    if (classify_stream(net, &s, &t, 0, 64, err, sizeof(err))) fprintf(stderr, MSG "val: %s\n", err), rc = EXIT_RUNTIME;
+    if (classify_stream(net, &s, &t, 0, 64, o->gpu, err, sizeof(err))) fprintf(stderr, MSG "val: %s\n", err), rc = EXIT_RUNTIME;
     else if (!tally_total(&t)) fprintf(stderr, MSG "val: no images arrived on %s\n", o->val), rc = EXIT_RUNTIME;
     if (rc == EXIT_OK) {
         json_t *rep = tally_json(&t, net, o->judge, o->val);
@@ -183,9 +189,8 @@ static int validate(JudgeNet *net, const Options *o) {
 typedef struct {
     JudgeNet net;
     AdamW opt;
-    Arena arena;
+    Compute cp;  // the judge on the chosen device
     Rng rng;
-    Ctx ctx;
     int *truth;
     int32_t *labels;
     float *tmp;
@@ -195,31 +200,41 @@ typedef struct {
 static float train_step(Trainer *tr, const Options *o, const WireTensor *img, int N, float lr, float *acc, float *norm) {
     JudgeNet *net = &tr->net;
     int K = net->cfg.n_users, C = (int)img->shape[1], R = (int)img->shape[2];
-    arena_reset(&tr->arena);
-    Tensor x = ctx_tensor(&tr->ctx, N, C, R, R);                  // [N, C, R, R]
-    wire_tensor_f32(x.d, img);
+    Ctx *ctx = &tr->cp.ctx;
+    ParamSet *ps = ctx->ps;
+    arena_reset(&tr->cp.arena);
+    size_t n_img = (size_t)N * C * R * R;
+    float *xh = xmalloc(n_img * sizeof(float));                    // the batch on the host
+    wire_tensor_f32(xh, img);
     if (o->augment)
         for (int n = 0; n < N; n++)
-            augment_time_shift(x.d + (size_t)n * C * R * R, C, R, R, (int)rng_below(&tr->rng, (uint32_t)R), tr->tmp);
+            augment_time_shift(xh + (size_t)n * C * R * R, C, R, R, (int)rng_below(&tr->rng, (uint32_t)R), tr->tmp);
+    Tensor x = ctx_tensor(ctx, N, C, R, R);                        // [N, C, R, R]
+    ctx_put(ctx, x.d, xh, n_img * sizeof(float));
+    free(xh);
     for (int n = 0; n < N; n++) tr->labels[n] = tr->truth[n];
-    params_zero_grad(&net->ps);
-    float *logits = judge_forward(&tr->ctx, net, x);               // (N, K)
-    float *probs = arena_floats(&tr->arena, (size_t)N * K);    // (N, K)
-    float loss = cross_entropy_forward(probs, logits, tr->labels, N, K);
+    const int32_t *labels = ctx_input(ctx, tr->labels, (size_t)N * sizeof(int32_t));
+    compute_zero_grad(&tr->cp);
+    float *logits = judge_forward(ctx, net, x);                    // (N, K)
+    float *probs = arena_floats(ctx->arena, (size_t)N * K);        // (N, K)
+    float loss = OP(ctx, cross_entropy_forward, probs, logits, labels, N, K);
+    float *ph = xmalloc((size_t)N * K * sizeof(float));
+    ctx_get(ctx, ph, probs, (size_t)N * K * sizeof(float));
     int correct = 0;
     for (int n = 0; n < N; n++) {
-        const float *p = probs + (size_t)n * K;
+        const float *p = ph + (size_t)n * K;
         int best = 0;
         for (int k = 1; k < K; k++) best = p[k] > p[best] ? k : best;
         correct += best == tr->labels[n];
     }
+    free(ph);
     *acc = (float)correct / N;
-    float *dlogits = arena_zeros(&tr->arena, (size_t)N * K);     // (N, K)
-    cross_entropy_backward(dlogits, probs, tr->labels, N, K, 1.0f);
-    judge_backward(&tr->ctx, net, dlogits);
-    if (!isfinite(loss) || !grads_finite(&net->ps)) return NAN;
-    *norm = o->clip > 0 ? clip_grad_norm(&net->ps, (float)o->clip) : grad_global_norm(&net->ps);
-    adamw_step(&tr->opt, &net->ps, lr);
+    float *dlogits = arena_zeros(ctx->arena, (size_t)N * K);       // (N, K)
+    OP(ctx, cross_entropy_backward, dlogits, probs, labels, N, K, 1.0f);
+    judge_backward(ctx, net, dlogits);
+    if (!isfinite(loss) || !OP(ctx, grads_finite, ps)) return NAN;
+    *norm = o->clip > 0 ? OP(ctx, clip_grad_norm, ps, (float)o->clip) : OP(ctx, grad_global_norm, ps);
+    OP(ctx, adamw_step, &tr->opt, ps, lr);
     return loss;
 }
 
@@ -262,9 +277,10 @@ int validator_train_main(int argc, char **argv) {
     MetricsLog *ml = metrics_open(o.metrics ? o.metrics : path, err, sizeof(err));
     if (!ml) fprintf(stderr, MSG "no metrics log: %s\n", err);
     adamw_init(&tr.opt, &net->ps, (float)o.lr, 0.9f, 0.999f, 1e-8f, (float)o.wd);
-    arena_init(&tr.arena, 0);
-    ctx_init(&tr.ctx, &net->ps, &tr.arena, &tr.rng);
-    tr.ctx.train = 1;
+    o.gpu = device_choose(o.device, "doppel-validator");
+    if (o.gpu) fprintf(stderr, MSG "training on %s\n", cuda_device_name());
+    compute_init(&tr.cp, &net->ps, &tr.rng, o.gpu);
+    tr.cp.ctx.train = 1;
     tr.tmp = xmalloc((size_t)R * sizeof(float));
     int cap = 0, rc = EXIT_OK, fails = 0;
     double run_loss = 0, run_acc = 0, run_w = 0;
@@ -315,7 +331,8 @@ int validator_train_main(int argc, char **argv) {
                     char extra[96];
                     snprintf(extra, sizeof(extra), "loss %.4f acc %.1f%%", run_loss / run_w, 100 * run_acc / run_w);
                     progress_update(&p, tr.opt.step, extra);
-                    if (tr.opt.step % o.save_every == 0 && tr.opt.step < o.steps) save(net, o.judge, tr.opt.step, &rc);
+                    if (tr.opt.step % o.save_every == 0 && tr.opt.step < o.steps)
+                        compute_params_to_host(&tr.cp), save(net, o.judge, tr.opt.step, &rc);
                 }
             }
         }
@@ -329,6 +346,7 @@ int validator_train_main(int argc, char **argv) {
     snprintf(extra, sizeof(extra), "loss %.4f acc %.1f%%", run_w ? run_loss / run_w : NAN, run_w ? 100 * run_acc / run_w : NAN);
     progress_finish(&p, extra);
     istream_close(&s);
+    compute_params_to_host(&tr.cp);
     if (tr.opt.step > 0) {
         save(net, o.judge, tr.opt.step, &rc);
         fprintf(stderr, MSG "saved %s at step %lld (running train loss %.4f, accuracy %.3f)%s\n", o.judge,
@@ -341,8 +359,7 @@ int validator_train_main(int argc, char **argv) {
     metrics_close(&ml);
     if (rc == EXIT_OK && o.val && !zsock_interrupted()) rc = validate(net, &o);
     zsock_term();
-    ctx_free(&tr.ctx);
-    arena_free(&tr.arena);
+    compute_free(&tr.cp);
     free(tr.truth), free(tr.labels), free(tr.tmp);
     judge_free(net);
     return rc;

@@ -66,9 +66,11 @@ int report_write(const json_t *report, const char *path, char *err, size_t errle
 // Classifies every image of the stream into t, in passes of at most `batch` images. Images must be
 // (channels, R, R) with the judge's channels and R = resolution (0: the judge's). Returns 0, or -1
 // with err for what makes the set unusable (images of another shape, no labels, a user the judge
-// does not know).
-int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, int resolution, int batch, char *err, size_t errlen);
-// logits (N, K) of x (N, C, H, W) in passes of at most `batch` images, added into t with truth (N)
+// does not know). gpu: on the GPU (device_choose()'s answer).
+int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, int resolution, int batch, int gpu, char *err,
+                    size_t errlen);
+// logits (N, K) of x (N, C, H, W, host memory) in passes of at most `batch` images, added into t
+// with truth (N); ctx on either device
 void classify_images(JudgeNet *net, Ctx *ctx, const float *x, const int *truth, int N, int H, int W, int batch, Tally *t);
 // the Markdown table (user, images, accuracy, mean P(true user), top confusion) and the overall line
 void tally_print_md(FILE *f, const json_t *report);

@@ -18,10 +18,16 @@ static float snr_weight(const NoiseSchedule *s, int t, float gamma) {
 void diffusion_train_step(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, Tensor x0, const int32_t *labels,
                           const DiffusionLossConfig *lc, float scale, DiffusionLosses *out) {
     int N = x0.N, null = unet_null_class(m);
-    size_t per = (size_t)x0.C * x0.H * x0.W;
-    int32_t *t = arena_alloc(ctx->arena, (size_t)N * sizeof(int32_t));    // [N]
-    int32_t *lab = arena_alloc(ctx->arena, (size_t)N * sizeof(int32_t));  // [N], kept by the UNet for backward
-    float *tf = arena_floats(ctx->arena, (size_t)N);                      // [N]
+    size_t per = (size_t)x0.C * x0.H * x0.W, n_all = (size_t)N * per;
+    // host side: timesteps, labels after dropout, noise and the per-sample coefficients, drawn from
+    // ctx->rng in one order whatever the device, so the GPU trains on the CPU's numbers
+    int32_t *t = xmalloc((size_t)N * sizeof(int32_t));      // [N]
+    int32_t *lab = xmalloc((size_t)N * sizeof(int32_t));    // [N]
+    float *tf = xmalloc((size_t)N * sizeof(float));         // [N]
+    float *coef = xmalloc((size_t)6 * N * sizeof(float));   // [6, N]: x_t's a, b; target's a, b; mse, dpred factor
+    float *a_xt = coef, *b_xt = coef + N, *a_tg = coef + 2 * N, *b_tg = coef + 3 * N, *mse = coef + 4 * N,
+          *k = coef + 5 * N;
+    float *noise_h = xmalloc(n_all * sizeof(float));         // [N, C, h, w]
     memset(out, 0, sizeof(*out));
     for (int n = 0; n < N; n++) {
         t[n] = (int32_t)rng_below(ctx->rng, (uint32_t)s->T);
@@ -30,30 +36,34 @@ void diffusion_train_step(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, Tens
         lab[n] = labels[n];
         if (lc->cond_dropout > 0 && rng_uniform(ctx->rng) < lc->cond_dropout) lab[n] = null, out->dropped++;
     }
-    Tensor noise = ctx_tensor(ctx, x0.N, x0.C, x0.H, x0.W), xt = ctx_tensor(ctx, x0.N, x0.C, x0.H, x0.W);
-    Tensor target = ctx_tensor(ctx, x0.N, x0.C, x0.H, x0.W);
-    rng_fill_normal(ctx->rng, noise.d, (long)tensor_numel(noise), 0, 1);
-    schedule_add_noise(s, xt.d, x0.d, noise.d, t, N, per);                // x_t = sqrt(ac) x0 + sqrt(1-ac) eps
-    schedule_target(s, target.d, x0.d, noise.d, t, N, per);               // eps or v
-    Tensor pred = unet_forward(ctx, m, xt, tf, lab);                      // [N, C, h, w]
-    // loss = mean_n w_n * mean((pred_n - target_n)^2); dpred = scale * w_n * 2 (pred - target) / (N per)
-    Tensor dpred = ctx_tensor(ctx, x0.N, x0.C, x0.H, x0.W);
-    double loss = 0, mse = 0;
+    rng_fill_normal(ctx->rng, noise_h, (long)n_all, 0, 1);
     for (int n = 0; n < N; n++) {
-        float w = snr_weight(s, t[n], lc->snr_gamma), k = scale * w * 2.0f / (float)((size_t)N * per);
-        const float *p = pred.d + n * per, *y = target.d + n * per;
-        float *dp = dpred.d + n * per;
-        double e = 0;
-        for (size_t i = 0; i < per; i++) {
-            float d = p[i] - y[i];
-            e += (double)d * d;
-            dp[i] = k * d;
-        }
-        e /= (double)per;
-        mse += e, loss += w * e;
+        float ac = s->alphas_cumprod[t[n]], a = sqrtf(ac), b = sqrtf(1.0f - ac);
+        a_xt[n] = a, b_xt[n] = b;                                         // x_t = sqrt(ac) x0 + sqrt(1-ac) eps
+        if (s->prediction == PRED_EPSILON) a_tg[n] = 0.0f, b_tg[n] = 1.0f;  // target eps
+        else a_tg[n] = -b, b_tg[n] = a;                                   // v = sqrt(ac) eps - sqrt(1-ac) x0
     }
-    out->mse = (float)(mse / N), out->loss = (float)(loss / N);
+    const float *noise = ctx_input(ctx, noise_h, n_all * sizeof(float));
+    const float *cd = ctx_input(ctx, coef, (size_t)4 * N * sizeof(float));
+    Tensor xt = ctx_tensor(ctx, x0.N, x0.C, x0.H, x0.W), target = ctx_tensor(ctx, x0.N, x0.C, x0.H, x0.W);
+    OP(ctx, axpby_rows, xt.d, x0.d, cd, noise, cd + N, N, per);
+    OP(ctx, axpby_rows, target.d, x0.d, cd + 2 * N, noise, cd + 3 * N, N, per);
+    Tensor pred = unet_forward(ctx, m, xt, tf, lab);                      // [N, C, h, w]
+    // loss = mean_n w_n * mse_n; dpred_n = scale * w_n * 2 (pred_n - target_n) / (N per)
+    float *mse_d = ctx->cuda ? arena_floats(ctx->arena, (size_t)N) : mse;
+    OP(ctx, mse_rows_forward, mse_d, pred.d, target.d, N, per);
+    ctx_get(ctx, mse, mse_d, (size_t)N * sizeof(float));
+    double loss = 0, mse_sum = 0;
+    for (int n = 0; n < N; n++) {
+        float w = snr_weight(s, t[n], lc->snr_gamma);
+        k[n] = scale * w * 2.0f / (float)((size_t)N * per);
+        mse_sum += mse[n], loss += (double)w * mse[n];
+    }
+    out->mse = (float)(mse_sum / N), out->loss = (float)(loss / N);
+    Tensor dpred = ctx_zeros(ctx, x0.N, x0.C, x0.H, x0.W);
+    OP(ctx, mse_rows_backward, dpred.d, pred.d, target.d, ctx_input(ctx, k, (size_t)N * sizeof(float)), N, per);
     unet_backward(ctx, m, dpred);
+    free(t), free(lab), free(tf), free(coef), free(noise_h);
 }
 
 // classifier guidance on the combined output `guided` (N, per) at timestep t (see diffusion.h);
@@ -82,6 +92,7 @@ void diffusion_sample(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, const Sa
     float *x = xmalloc((size_t)N * per * sizeof(float));          // (N, C, H, W) x_t
     float *state = xmalloc((size_t)N * per * sizeof(float));      // (N, C, H, W) DPM-Solver++'s last x0
     float *guided = xmalloc((size_t)N * per * sizeof(float));     // (N, C, H, W) model output after guidance
+    float *eps = xmalloc((size_t)B * per * sizeof(float));        // (B, C, H, W) the UNet's output, on the host
     int32_t *lab = xmalloc((size_t)B * sizeof(int32_t));          // (B) [labels; null...]
     float *tf = xmalloc((size_t)B * sizeof(float));               // (B)
     Rng *rngs = xmalloc((size_t)N * sizeof(Rng));
@@ -92,6 +103,7 @@ void diffusion_sample(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, const Sa
         lab[n] = labels[n];
         if (cfg) lab[N + n] = null;
     }
+    CHECK(!sc->classifier || !ctx->cuda, "diffusion: classifier guidance runs on the CPU only (for now); use --device cpu");
     Ctx cctx = {0};  // the classifier's: its own parameters, the same arena
     float *grad = NULL;                                           // (N, C, H, W) grad log p(y | x_t)
     if (sc->classifier) {
@@ -103,15 +115,16 @@ void diffusion_sample(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, const Sa
     for (int i = 0; i < sp->steps; i++) {
         arena_reset(ctx->arena);
         Tensor xin = ctx_tensor(ctx, B, C, H, W);                     // [B, C, H, W]
-        memcpy(xin.d, x, (size_t)N * per * sizeof(float));
-        if (cfg) memcpy(xin.d + (size_t)N * per, x, (size_t)N * per * sizeof(float));
+        ctx_put(ctx, xin.d, x, (size_t)N * per * sizeof(float));
+        if (cfg) ctx_put(ctx, xin.d + (size_t)N * per, x, (size_t)N * per * sizeof(float));
         for (int b = 0; b < B; b++) tf[b] = (float)sp->timesteps[i];
-        Tensor eps = unet_forward(ctx, m, xin, tf, lab);              // [B, C, H, W]
+        Tensor eps_t = unet_forward(ctx, m, xin, tf, lab);            // [B, C, H, W]
+        ctx_get(ctx, eps, eps_t.d, (size_t)B * per * sizeof(float));
         if (cfg) {  // eps = eps_u + g (eps_c - eps_u)
-            const float *ec = eps.d, *eu = eps.d + (size_t)N * per;
+            const float *ec = eps, *eu = eps + (size_t)N * per;
             for (size_t j = 0; j < (size_t)N * per; j++) guided[j] = eu[j] + sc->guidance * (ec[j] - eu[j]);
         } else {
-            memcpy(guided, eps.d, (size_t)N * per * sizeof(float));
+            memcpy(guided, eps, (size_t)N * per * sizeof(float));
         }
         if (sc->classifier) classifier_guide(&cctx, sc, s, sp->timesteps[i], x, lab, N, C, H, W, grad, guided);
         sampler_step(sp, s, i, guided, x, state, rngs, N, per);
@@ -120,5 +133,5 @@ void diffusion_sample(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, const Sa
     ctx->train = train;
     memcpy(out, x, (size_t)N * per * sizeof(float));
     if (sc->classifier) ctx_free(&cctx);
-    free(x), free(state), free(guided), free(lab), free(tf), free(rngs), free(grad);
+    free(x), free(state), free(guided), free(eps), free(lab), free(tf), free(rngs), free(grad);
 }

@@ -26,7 +26,7 @@ typedef struct {
 
 static inline int unet_null_class(const UNet2DModel *m) { return m->cfg.num_class_embeds - 1; }
 
-// One micro-step on clean latents x0 (N, C, h, w) with user labels (N): t ~ U{0..T-1},
+// One micro-step on clean latents x0 (N, C, h, w) in ctx memory with user labels (N) on the host: t ~ U{0..T-1},
 // noise ~ N(0, 1) and dropout from ctx->rng; backpropagates loss * scale into ctx->ps's grads.
 void diffusion_train_step(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, Tensor x0, const int32_t *labels,
                           const DiffusionLossConfig *lc, float scale, DiffusionLosses *out);

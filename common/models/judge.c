@@ -155,7 +155,7 @@ int judge_user_index(const JudgeNet *net, const char *name) {
 }
 
 float *judge_forward(Ctx *ctx, JudgeNet *net, Tensor x) {
-    CHECK(ctx->ps == &net->ps, "judge_forward: the context's ParamSet is not the judge's");
+    CHECK(ctx->ps->info == net->ps.info, "judge_forward: the context's ParamSet is not the judge's (or its mirror)");
     const JudgeConfig *c = &net->cfg;
     Tensor h = conv2d_layer_forward(ctx, &net->conv_in, x);              // [N, C0, H, W]
     for (int i = 0; i < c->n_blocks; i++)
@@ -166,23 +166,23 @@ float *judge_forward(Ctx *ctx, JudgeNet *net, Tensor x) {
     size_t NF = (size_t)N * F;
     net->N = N;
     net->features = arena_floats(ctx->arena, NF);                       // (N, F)
-    avgpool_forward(net->features, net->pooled_in.d, N, F, h.H * h.W);
+    OP(ctx, avgpool_forward, net->features, net->pooled_in.d, N, F, h.H * h.W);
     net->dropped = arena_floats(ctx->arena, NF);                        // (N, F)
     net->drop_mask = arena_floats(ctx->arena, NF);
-    dropout_forward(net->dropped, net->drop_mask, net->features, NF, ctx->train ? c->dropout : 0.0f, ctx->rng);
+    OP(ctx, dropout_forward, net->dropped, net->drop_mask, net->features, NF, ctx->train ? c->dropout : 0.0f, ctx->rng);
     return linear_layer_forward(ctx, &net->classifier, net->dropped, N);  // (N, K)
 }
 
 Tensor judge_backward(Ctx *ctx, JudgeNet *net, const float *dlogits) {
-    CHECK(ctx->ps == &net->ps, "judge_backward: the context's ParamSet is not the judge's");
+    CHECK(ctx->ps->info == net->ps.info, "judge_backward: the context's ParamSet is not the judge's (or its mirror)");
     Tensor a = net->pooled_in;
     int N = net->N, F = a.C;
     size_t NF = (size_t)N * F;
     float *ddrop = linear_layer_backward(ctx, &net->classifier, dlogits);  // (N, F)
     float *dfeat = arena_zeros(ctx->arena, NF);                            // (N, F)
-    dropout_backward(dfeat, ddrop, net->drop_mask, NF, ctx->train ? net->cfg.dropout : 0.0f);
+    OP(ctx, dropout_backward, dfeat, ddrop, net->drop_mask, NF, ctx->train ? net->cfg.dropout : 0.0f);
     Tensor da = ctx_zeros(ctx, a.N, a.C, a.H, a.W);                        // [N, F, h, w]
-    avgpool_backward(da.d, dfeat, N, F, a.H * a.W);
+    OP(ctx, avgpool_backward, da.d, dfeat, N, F, a.H * a.W);
     Tensor g = silu_tensor_backward(ctx, da, net->n_out);
     g = groupnorm_layer_backward(ctx, &net->conv_norm_out, g);
     for (int i = net->cfg.n_blocks - 1; i >= 0; i--) g = down_block_backward(ctx, &net->down[i], g, NULL, NULL);

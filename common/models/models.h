@@ -77,7 +77,8 @@ typedef struct {
 
 void unet_build(UNet2DModel *m, const UNetConfig *cfg);
 void unet_free(UNet2DModel *m);
-// sample (N, in, H, W), timesteps (N) float, class_labels (N) or NULL -> (N, out, H, W)
+// sample (N, in, H, W) in ctx memory, timesteps (N) float and class_labels (N) or NULL on the host
+// -> (N, out, H, W) in ctx memory
 Tensor unet_forward(Ctx *ctx, UNet2DModel *m, Tensor sample, const float *timesteps, const int32_t *class_labels);
 Tensor unet_backward(Ctx *ctx, UNet2DModel *m, Tensor dout);  // returns dsample
 

@@ -75,11 +75,11 @@ static Tensor block_backward(Ctx *ctx, UNet2DModel *m, int k, Tensor dout, Tenso
     return up_block_backward(ctx, &m->up[k - B - 1], dout, dres, demb);
 }
 
-static void copy_tensor(Tensor dst, Tensor src) {
+static void copy_tensor(Ctx *ctx, Tensor dst, Tensor src) {
     CHECK(dst.N == src.N && dst.C == src.C && dst.H == src.H && dst.W == src.W,
           "UNet checkpointing: a block made (%d, %d, %d, %d) where (%d, %d, %d, %d) was expected (bug in a shape helper)",
           src.N, src.C, src.H, src.W, dst.N, dst.C, dst.H, dst.W);
-    memcpy(dst.d, src.d, tensor_numel(src) * sizeof(float));
+    OP(ctx, copy_floats, dst.d, src.d, tensor_numel(src));
 }
 
 // The forward of block k; checkpointed, as a segment that keeps only the block's outputs.
@@ -96,7 +96,7 @@ static Tensor run_block(Ctx *ctx, UNet2DModel *m, int k, Tensor x) {
     m->block_rng[k] = *ctx->rng;
     ArenaMark mark = arena_mark(ctx->arena);
     made[n - 1] = block_forward(ctx, m, k, x, k < B ? made : res);
-    for (int j = 0; j < n; j++) copy_tensor(kept[j], made[j]);
+    for (int j = 0; j < n; j++) copy_tensor(ctx, kept[j], made[j]);
     arena_rewind(ctx->arena, mark);
     if (k < B) memcpy(res, kept, (size_t)n * sizeof(Tensor));
     return kept[n - 1];
@@ -113,7 +113,7 @@ static Tensor backprop_block(Ctx *ctx, UNet2DModel *m, int k, Tensor dout, Tenso
     *ctx->rng = m->block_rng[k];
     ArenaMark mark = arena_mark(ctx->arena);
     block_forward(ctx, m, k, x, k < B ? made : &m->skips[m->block_skip[k]]);  // refills the saved activations
-    copy_tensor(dx, block_backward(ctx, m, k, dout, dres, demb));
+    copy_tensor(ctx, dx, block_backward(ctx, m, k, dout, dres, demb));
     arena_rewind(ctx->arena, mark);
     return dx;
 }
@@ -127,16 +127,18 @@ Tensor unet_forward(Ctx *ctx, UNet2DModel *m, Tensor sample, const float *timest
     m->checkpointed = m->grad_checkpoint;
     // 1. time + class embedding
     float *t_emb = arena_floats(ctx->arena, (size_t)N * C0);  // [N, C0]
-    timestep_embedding_forward(t_emb, timesteps, N, C0, c->flip_sin_to_cos, c->freq_shift, 1.0f, 10000.0f);
+    const float *t_dev = ctx_input(ctx, timesteps, (size_t)N * sizeof(float));  // host arrays in, on the GPU too
+    OP(ctx, timestep_embedding_forward, t_emb, t_dev, N, C0, c->flip_sin_to_cos, c->freq_shift, 1.0f, 10000.0f);
     m->emb = timestep_embedding_block_forward(ctx, &m->time_embedding, t_emb, N);  // [N, D]
-    m->labels = class_labels;
+    m->labels = NULL;
     if (m->class_embedding >= 0) {
         for (int n = 0; n < N; n++)
             CHECK(class_labels[n] >= 0 && class_labels[n] < c->num_class_embeds, "UNet: class label %d outside [0, %d)",
                   class_labels[n], c->num_class_embeds);
+        m->labels = ctx_input(ctx, class_labels, (size_t)N * sizeof(int32_t));
         float *ce = arena_floats(ctx->arena, (size_t)N * D);
-        embedding_forward(ce, class_labels, param_ptr(ctx->ps, m->class_embedding), N, D);
-        accumulate(m->emb, ce, (size_t)N * D);
+        OP(ctx, embedding_forward, ce, m->labels, param_ptr(ctx->ps, m->class_embedding), N, D);
+        OP(ctx, accumulate, m->emb, ce, (size_t)N * D);
     }
     // 2. conv_in, 3. down: each block pushes its output states
     Tensor h = conv2d_layer_forward(ctx, &m->conv_in, sample);  // [N, C0, H, W]
@@ -178,9 +180,9 @@ Tensor unet_backward(Ctx *ctx, UNet2DModel *m, Tensor dout) {
     g = groupnorm_layer_backward(ctx, &m->conv_norm_out, g);
     for (int k = 2 * c->n_blocks; k >= 0; k--)  // up blocks, mid, down blocks
         g = backprop_block(ctx, m, k, g, dskips, demb);
-    accumulate(g.d, dskips[0].d, tensor_numel(g));  // conv_in's output was skip 0
+    OP(ctx, accumulate, g.d, dskips[0].d, tensor_numel(g));  // conv_in's output was skip 0
     Tensor dsample = conv2d_layer_backward(ctx, &m->conv_in, g);
-    if (m->class_embedding >= 0) embedding_backward(grad_ptr(ctx->ps, m->class_embedding), demb, m->labels, N, D);
+    if (m->class_embedding >= 0) OP(ctx, embedding_backward, grad_ptr(ctx->ps, m->class_embedding), demb, m->labels, N, D);
     timestep_embedding_block_backward(ctx, &m->time_embedding, demb);  // timesteps take no gradient
     *ctx->rng = rng;
     return dsample;

@@ -62,21 +62,26 @@ Tensor vae_train_step(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfi
 Tensor vae_train_step_disc(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfig *lc, const DiscLossConfig *dc,
                            int64_t step, float scale, TrainLosses *out) {
     int L = m->cfg.latent_channels;
+    CHECK(!ctx->cuda || (lc->ssim_weight <= 0 && lc->spectral_weight <= 0 && !(dc && dc->disc)),
+          "vae_train_step: the SSIM, spectral and discriminator terms run on the CPU only (for now)");
     Tensor mom = vae_encode(ctx, m, x);                   // [N, 2L, h, w]
     int N = mom.N, HW = mom.H * mom.W;
     Tensor eps = ctx_tensor(ctx, N, L, mom.H, mom.W), z = ctx_tensor(ctx, N, L, mom.H, mom.W);
-    rng_fill_normal(ctx->rng, eps.d, (long)tensor_numel(eps), 0, 1);
-    gaussian_sample_forward(z.d, mom.d, eps.d, N, L, HW);
+    float *eps_h = xmalloc(tensor_numel(eps) * sizeof(float));  // drawn on the host on every device
+    rng_fill_normal(ctx->rng, eps_h, (long)tensor_numel(eps), 0, 1);
+    ctx_put(ctx, eps.d, eps_h, tensor_numel(eps) * sizeof(float));
+    free(eps_h);
+    OP(ctx, gaussian_sample_forward, z.d, mom.d, eps.d, N, L, HW);
     Tensor y = vae_decode(ctx, m, z);                     // [N, C, H, W]
     size_t n = tensor_numel(y);
     memset(out, 0, sizeof(*out));
     Tensor dy = ctx_zeros(ctx, y.N, y.C, y.H, y.W);
     if (lc->mse) {
-        out->rec = mse_forward(y.d, x.d, n);
-        mse_backward(dy.d, y.d, x.d, n, scale);
+        out->rec = OP(ctx, mse_forward, y.d, x.d, n);
+        OP(ctx, mse_backward, dy.d, y.d, x.d, n, scale);
     } else {
-        out->rec = l1_forward(y.d, x.d, n);
-        l1_backward(dy.d, y.d, x.d, n, scale);
+        out->rec = OP(ctx, l1_forward, y.d, x.d, n);
+        OP(ctx, l1_backward, dy.d, y.d, x.d, n, scale);
     }
     out->total = out->rec;
     if (lc->ssim_weight > 0) {
@@ -94,9 +99,9 @@ Tensor vae_train_step_disc(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLoss
     if (dc && dc->disc && step >= dc->disc_start) adversarial_terms(ctx, m, x, y, dy, dc, scale, out);
     Tensor dz = vae_decode_backward(ctx, m, dy);
     Tensor dmom = ctx_zeros(ctx, mom.N, mom.C, mom.H, mom.W);
-    gaussian_sample_backward(dmom.d, dz.d, mom.d, eps.d, N, L, HW);
-    out->kl = kl_forward(NULL, mom.d, N, L, HW);
-    if (lc->kl_weight > 0) kl_backward(dmom.d, mom.d, N, L, HW, scale * lc->kl_weight);
+    OP(ctx, gaussian_sample_backward, dmom.d, dz.d, mom.d, eps.d, N, L, HW);
+    out->kl = OP(ctx, kl_forward, NULL, mom.d, N, L, HW);
+    if (lc->kl_weight > 0) OP(ctx, kl_backward, dmom.d, mom.d, N, L, HW, scale * lc->kl_weight);
     out->total += lc->kl_weight * out->kl;
     vae_encode_backward(ctx, m, dmom);
     return mom;

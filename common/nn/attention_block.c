@@ -30,17 +30,17 @@ Tensor attention_block_forward(Ctx *ctx, AttentionBlock *b, Tensor x) {
     b->x = x;
     Tensor h = groupnorm_layer_forward(ctx, &b->group_norm, x);  // [N, C, HW]
     b->t = arena_floats(ctx->arena, n);
-    nchw_to_nlc(b->t, h.d, N, C, L);                               // [N, L, C]
+    OP(ctx, nchw_to_nlc, b->t, h.d, N, C, L);                               // [N, L, C]
     b->q = linear_layer_forward(ctx, &b->to_q, b->t, N * L);       // [N, L, C]
     b->k = linear_layer_forward(ctx, &b->to_k, b->t, N * L);
     b->v = linear_layer_forward(ctx, &b->to_v, b->t, N * L);
     b->att = arena_floats(ctx->arena, (size_t)N * b->heads * L * L);  // [N, heads, L, L]
     b->o = arena_floats(ctx->arena, n);
-    attention_forward(b->o, b->att, b->q, b->k, b->v, N, L, b->heads, b->head_dim);
+    OP(ctx, attention_forward, b->o, b->att, b->q, b->k, b->v, N, L, b->heads, b->head_dim);
     float *p = linear_layer_forward(ctx, &b->to_out, b->o, N * L);  // [N, L, C]
     Tensor y = ctx_tensor(ctx, N, C, x.H, x.W);
-    nlc_to_nchw(y.d, p, N, C, L);
-    residual_forward(y.d, y.d, x.d, 1.0f / b->rescale_output_factor, n);
+    OP(ctx, nlc_to_nchw, y.d, p, N, C, L);
+    OP(ctx, residual_forward, y.d, y.d, x.d, 1.0f / b->rescale_output_factor, n);
     return y;
 }
 
@@ -51,19 +51,19 @@ Tensor attention_block_backward(Ctx *ctx, AttentionBlock *b, Tensor dout) {
     // in the forward pass this was: y = (nlc_to_nchw(p) + x) / s
     Tensor dx = ctx_zeros(ctx, N, C, x.H, x.W);
     float *dy = arena_zeros(ctx->arena, n);
-    residual_backward(dx.d, dy, dout.d, 1.0f / b->rescale_output_factor, n);
+    OP(ctx, residual_backward, dx.d, dy, dout.d, 1.0f / b->rescale_output_factor, n);
     float *dp = arena_floats(ctx->arena, n);
-    nchw_to_nlc(dp, dy, N, C, L);
+    OP(ctx, nchw_to_nlc, dp, dy, N, C, L);
     float *dO = linear_layer_backward(ctx, &b->to_out, dp);
     float *dq = arena_zeros(ctx->arena, n), *dk = arena_zeros(ctx->arena, n), *dv = arena_zeros(ctx->arena, n);
-    attention_backward(dq, dk, dv, dO, b->q, b->k, b->v, b->att, ctx_scratch(ctx, attention_scratch_floats(L)), N, L,
-                       b->heads, b->head_dim);
+    float *scratch = ctx_scratch(ctx, ctx->cuda ? attention_scratch_floats_cuda(N, L) : attention_scratch_floats(L));
+    OP(ctx, attention_backward, dq, dk, dv, dO, b->q, b->k, b->v, b->att, scratch, N, L, b->heads, b->head_dim);
     float *dt = linear_layer_backward(ctx, &b->to_q, dq);
-    accumulate(dt, linear_layer_backward(ctx, &b->to_k, dk), n);
-    accumulate(dt, linear_layer_backward(ctx, &b->to_v, dv), n);
+    OP(ctx, accumulate, dt, linear_layer_backward(ctx, &b->to_k, dk), n);
+    OP(ctx, accumulate, dt, linear_layer_backward(ctx, &b->to_v, dv), n);
     Tensor dh = ctx_tensor(ctx, N, C, x.H, x.W);
-    nlc_to_nchw(dh.d, dt, N, C, L);
+    OP(ctx, nlc_to_nchw, dh.d, dt, N, C, L);
     Tensor dgn = groupnorm_layer_backward(ctx, &b->group_norm, dh);
-    accumulate(dx.d, dgn.d, n);
+    OP(ctx, accumulate, dx.d, dgn.d, n);
     return dx;
 }

@@ -14,19 +14,78 @@ void ctx_init(Ctx *ctx, ParamSet *ps, Arena *arena, Rng *rng) {
     ctx->rng = rng;
 }
 
+void ctx_init_cuda(Ctx *ctx, ParamSet *ps, Arena *arena, Rng *rng) {
+    CHECK(cuda_available(), "ctx_init_cuda: no CUDA GPU (check cuda_available() first)");
+    CHECK(arena->mem == &cuda_arena_memory, "ctx_init_cuda: the arena is not on the GPU (arena_init_on)");
+    ctx_init(ctx, ps, arena, rng);
+    ctx->cuda = 1;
+}
+
+void compute_init(Compute *c, ParamSet *ps, Rng *rng, int gpu) {
+    memset(c, 0, sizeof(*c));
+    c->host = ps;
+    if (gpu) {
+        arena_init_on(&c->arena, 0, &cuda_arena_memory);
+        cuda_params_mirror(&c->mirror, ps);
+        ctx_init_cuda(&c->ctx, &c->mirror, &c->arena, rng);
+    } else {
+        arena_init(&c->arena, 0);
+        ctx_init(&c->ctx, ps, &c->arena, rng);
+    }
+}
+
+void compute_params_to_host(Compute *c) {
+    if (c->ctx.cuda) cuda_params_to_host(c->host, &c->mirror);
+}
+
+void compute_zero_grad(Compute *c) {
+    if (c->ctx.cuda) cuda_zero(c->mirror.grad, c->mirror.total * sizeof(float));
+    else params_zero_grad(c->host);
+}
+
+void compute_free(Compute *c) {
+    int gpu = c->ctx.cuda;
+    ctx_free(&c->ctx);
+    arena_free(&c->arena);
+    if (gpu) cuda_params_free(&c->mirror);
+}
+
 void ctx_free(Ctx *ctx) {
-    free(ctx->scratch);
+    if (ctx->cuda) cuda_free(ctx->scratch);
+    else free(ctx->scratch);
     ctx->scratch = NULL;
     ctx->scratch_cap = 0;
 }
 
 float *ctx_scratch(Ctx *ctx, size_t floats) {
     if (floats > ctx->scratch_cap) {
-        free(ctx->scratch);
-        ctx->scratch = xmalloc(floats * sizeof(float));
+        if (ctx->cuda) {
+            cuda_free(ctx->scratch);
+            ctx->scratch = cuda_malloc(floats * sizeof(float));
+        } else {
+            free(ctx->scratch);
+            ctx->scratch = xmalloc(floats * sizeof(float));
+        }
         ctx->scratch_cap = floats;
     }
     return ctx->scratch;
+}
+
+const void *ctx_input(Ctx *ctx, const void *host, size_t bytes) {
+    if (!ctx->cuda || !host) return host;
+    void *d = arena_alloc(ctx->arena, bytes ? bytes : 1);
+    cuda_upload(d, host, bytes);
+    return d;
+}
+
+void ctx_put(Ctx *ctx, void *dst, const void *host, size_t bytes) {
+    if (ctx->cuda) cuda_upload(dst, host, bytes);
+    else if (dst != host) memcpy(dst, host, bytes);
+}
+
+void ctx_get(Ctx *ctx, void *host, const void *src, size_t bytes) {
+    if (ctx->cuda) cuda_download(host, src, bytes);
+    else if (host != src) memcpy(host, src, bytes);
 }
 
 Tensor ctx_tensor(Ctx *ctx, int N, int C, int H, int W) {
@@ -72,16 +131,17 @@ Tensor conv2d_layer_forward(Ctx *ctx, Conv2d *l, Tensor x) {
     Conv2dDims d = conv_dims(l, x);
     l->in = x;
     Tensor y = ctx_tensor(ctx, x.N, l->cout, conv2d_oh(d), conv2d_ow(d));
-    conv2d_forward(y.d, x.d, P(l->weight), l->bias >= 0 ? P(l->bias) : NULL,
-                   ctx_scratch(ctx, conv2d_scratch_floats(d)), d);
+    float *scratch = ctx_scratch(ctx, ctx->cuda ? conv2d_scratch_floats_cuda(d) : conv2d_scratch_floats(d));
+    OP(ctx, conv2d_forward, y.d, x.d, P(l->weight), l->bias >= 0 ? P(l->bias) : NULL, scratch, d);
     return y;
 }
 
 Tensor conv2d_layer_backward(Ctx *ctx, Conv2d *l, Tensor dout) {
     Conv2dDims d = conv_dims(l, l->in);
     Tensor dx = ctx_zeros(ctx, l->in.N, l->in.C, l->in.H, l->in.W);
-    conv2d_backward(dx.d, G(l->weight), l->bias >= 0 ? G(l->bias) : NULL, dout.d, l->in.d, P(l->weight),
-                    ctx_scratch(ctx, conv2d_scratch_floats(d)), d);
+    float *scratch = ctx_scratch(ctx, ctx->cuda ? conv2d_scratch_floats_cuda(d) : conv2d_scratch_floats(d));
+    OP(ctx, conv2d_backward, dx.d, G(l->weight), l->bias >= 0 ? G(l->bias) : NULL, dout.d, l->in.d, P(l->weight),
+       scratch, d);
     return dx;
 }
 
@@ -98,13 +158,13 @@ float *linear_layer_forward(Ctx *ctx, Linear *l, const float *x, int rows) {
     l->x = x;
     l->rows = rows;
     float *y = arena_floats(ctx->arena, (size_t)rows * l->out);
-    linear_forward(y, x, P(l->weight), P(l->bias), rows, l->in, l->out);
+    OP(ctx, linear_forward, y, x, P(l->weight), P(l->bias), rows, l->in, l->out);
     return y;
 }
 
 float *linear_layer_backward(Ctx *ctx, Linear *l, const float *dout) {
     float *dx = arena_zeros(ctx->arena, (size_t)l->rows * l->in);
-    linear_backward(dx, G(l->weight), G(l->bias), dout, l->x, P(l->weight), l->rows, l->in, l->out);
+    OP(ctx, linear_backward, dx, G(l->weight), G(l->bias), dout, l->x, P(l->weight), l->rows, l->in, l->out);
     return dx;
 }
 
@@ -123,13 +183,13 @@ Tensor groupnorm_layer_forward(Ctx *ctx, GroupNorm *l, Tensor x) {
     l->mean = arena_floats(ctx->arena, (size_t)x.N * l->G);
     l->rstd = arena_floats(ctx->arena, (size_t)x.N * l->G);
     Tensor y = ctx_tensor(ctx, x.N, x.C, x.H, x.W);
-    groupnorm_forward(y.d, l->mean, l->rstd, x.d, P(l->weight), P(l->bias), x.N, x.C, x.H * x.W, l->G, l->eps);
+    OP(ctx, groupnorm_forward, y.d, l->mean, l->rstd, x.d, P(l->weight), P(l->bias), x.N, x.C, x.H * x.W, l->G, l->eps);
     return y;
 }
 
 Tensor groupnorm_layer_backward(Ctx *ctx, GroupNorm *l, Tensor dout) {
     Tensor x = l->in, dx = ctx_zeros(ctx, x.N, x.C, x.H, x.W);
-    groupnorm_backward(dx.d, G(l->weight), G(l->bias), dout.d, x.d, P(l->weight), l->mean, l->rstd, x.N, x.C,
+    OP(ctx, groupnorm_backward, dx.d, G(l->weight), G(l->bias), dout.d, x.d, P(l->weight), l->mean, l->rstd, x.N, x.C,
                        x.H * x.W, l->G);
     return dx;
 }
@@ -137,12 +197,12 @@ Tensor groupnorm_layer_backward(Ctx *ctx, GroupNorm *l, Tensor dout) {
 // ---- SiLU ----
 Tensor silu_tensor_forward(Ctx *ctx, Tensor x) {
     Tensor y = ctx_tensor(ctx, x.N, x.C, x.H, x.W);
-    silu_forward(y.d, x.d, tensor_numel(x));
+    OP(ctx, silu_forward, y.d, x.d, tensor_numel(x));
     return y;
 }
 
 Tensor silu_tensor_backward(Ctx *ctx, Tensor dout, Tensor x) {
     Tensor dx = ctx_zeros(ctx, x.N, x.C, x.H, x.W);
-    silu_backward(dx.d, dout.d, x.d, tensor_numel(x));
+    OP(ctx, silu_backward, dx.d, dout.d, x.d, tensor_numel(x));
     return dx;
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "../arena.h"
+#include "../cuda/cuda.h"
 #include "../ops/ops.h"
 #include "../params.h"
 #include "../rng.h"
@@ -30,13 +31,40 @@ typedef struct {
     int train;        // dropout active
     float *scratch;   // im2col / attention scratch, grows once to the largest need
     size_t scratch_cap;
+    int cuda;             // 1: ps and arena are device memory and ops run on the GPU (ctx_init_cuda)
+    cudaStream_t stream;  // the GPU's work queue (NULL: the default stream)
 } Ctx;
 
 void ctx_init(Ctx *ctx, ParamSet *ps, Arena *arena, Rng *rng);
+// a context on the GPU: ps a device mirror (cuda_params_mirror), arena on cuda_arena_memory
+void ctx_init_cuda(Ctx *ctx, ParamSet *ps, Arena *arena, Rng *rng);
 void ctx_free(Ctx *ctx);
 float *ctx_scratch(Ctx *ctx, size_t floats);
 Tensor ctx_tensor(Ctx *ctx, int N, int C, int H, int W);  // uninitialised, from the arena
 Tensor ctx_zeros(Ctx *ctx, int N, int C, int H, int W);   // zero-filled (gradients)
+// Host data into the context's memory: a copy in the arena on the GPU, the host pointer itself on
+// the CPU. ctx_put copies host data to ctx memory; ctx_get copies ctx memory to the host.
+const void *ctx_input(Ctx *ctx, const void *host, size_t bytes);
+void ctx_put(Ctx *ctx, void *dst, const void *host, size_t bytes);
+void ctx_get(Ctx *ctx, void *host, const void *src, size_t bytes);
+
+// A context with its own activation arena on the chosen device. On the GPU the parameters (and
+// whatever AdamW / EMA state ps has) are mirrored to device memory and ctx.ps is the mirror;
+// compute_params_to_host() brings them back (checkpoints). gpu: device_choose()'s answer.
+typedef struct {
+    Ctx ctx;
+    Arena arena;
+    ParamSet mirror;  // the device copy of ps (GPU only)
+    ParamSet *host;
+} Compute;
+void compute_init(Compute *c, ParamSet *ps, Rng *rng, int gpu);
+void compute_params_to_host(Compute *c);
+void compute_zero_grad(Compute *c);
+void compute_free(Compute *c);
+
+// OP(ctx, name, args...): the op `name` of ops/ops.h on the CPU, or its twin name_cuda (same
+// arguments plus the stream) when the context is on the GPU.
+#define OP(ctx, name, ...) ((ctx)->cuda ? name##_cuda(__VA_ARGS__, (ctx)->stream) : name(__VA_ARGS__))
 
 // ---- layers (torch.nn) ----
 typedef struct {

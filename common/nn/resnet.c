@@ -33,9 +33,9 @@ Tensor resnet_forward(Ctx *ctx, ResnetBlock2D *b, Tensor x, const float *temb) {
         size_t nt = (size_t)x.N * b->temb_channels;
         b->temb = (float *)temb;
         b->temb_act = arena_floats(ctx->arena, nt);
-        silu_forward(b->temb_act, temb, nt);
+        OP(ctx, silu_forward, b->temb_act, temb, nt);
         float *t = linear_layer_forward(ctx, &b->time_emb_proj, b->temb_act, x.N);  // [N, Cout]
-        add_channel_forward(h.d, h.d, t, h.N, h.C, h.H * h.W);
+        OP(ctx, add_channel_forward, h.d, h.d, t, h.N, h.C, h.H * h.W);
     }
     b->h1 = h;
     b->n2 = groupnorm_layer_forward(ctx, &b->norm2, h);
@@ -46,12 +46,12 @@ Tensor resnet_forward(Ctx *ctx, ResnetBlock2D *b, Tensor x, const float *temb) {
     if (ctx->train && b->dropout > 0) {
         b->hd = ctx_tensor(ctx, h.N, h.C, h.H, h.W);
         b->drop_mask = arena_floats(ctx->arena, tensor_numel(h));
-        dropout_forward(b->hd.d, b->drop_mask, b->a2.d, tensor_numel(h), b->dropout, ctx->rng);
+        OP(ctx, dropout_forward, b->hd.d, b->drop_mask, b->a2.d, tensor_numel(h), b->dropout, ctx->rng);
     }
     h = conv2d_layer_forward(ctx, &b->conv2, b->hd);         // [N, Cout, H, W]
     b->sc = b->has_shortcut ? conv2d_layer_forward(ctx, &b->conv_shortcut, x) : x;
     Tensor out = ctx_tensor(ctx, h.N, h.C, h.H, h.W);
-    residual_forward(out.d, b->sc.d, h.d, 1.0f / b->output_scale_factor, tensor_numel(out));
+    OP(ctx, residual_forward, out.d, b->sc.d, h.d, 1.0f / b->output_scale_factor, tensor_numel(out));
     return out;
 }
 
@@ -59,29 +59,29 @@ Tensor resnet_backward(Ctx *ctx, ResnetBlock2D *b, Tensor dout, float *dtemb) {
     // in the forward pass this was: out = (shortcut(x) + conv2(dropout(silu(norm2(h1))))) * (1/s);
     // both branches receive dh = dout / s
     Tensor dh = ctx_zeros(ctx, dout.N, dout.C, dout.H, dout.W);
-    residual_backward(NULL, dh.d, dout.d, 1.0f / b->output_scale_factor, tensor_numel(dout));
+    OP(ctx, residual_backward, NULL, dh.d, dout.d, 1.0f / b->output_scale_factor, tensor_numel(dout));
     Tensor g = conv2d_layer_backward(ctx, &b->conv2, dh);
     if (b->drop_mask) {
         Tensor g2 = ctx_zeros(ctx, g.N, g.C, g.H, g.W);
-        dropout_backward(g2.d, g.d, b->drop_mask, tensor_numel(g), b->dropout);
+        OP(ctx, dropout_backward, g2.d, g.d, b->drop_mask, tensor_numel(g), b->dropout);
         g = g2;
     }
     g = silu_tensor_backward(ctx, g, b->n2);
     g = groupnorm_layer_backward(ctx, &b->norm2, g);  // gradient of h1 = conv1(...) + temb
     if (b->has_temb) {
         float *dt = arena_zeros(ctx->arena, (size_t)g.N * g.C);
-        add_channel_backward(NULL, dt, g.d, g.N, g.C, g.H * g.W);
+        OP(ctx, add_channel_backward, NULL, dt, g.d, g.N, g.C, g.H * g.W);
         float *dact = linear_layer_backward(ctx, &b->time_emb_proj, dt);
-        if (dtemb) silu_backward(dtemb, dact, b->temb, (size_t)g.N * b->temb_channels);
+        if (dtemb) OP(ctx, silu_backward, dtemb, dact, b->temb, (size_t)g.N * b->temb_channels);
     }
     g = conv2d_layer_backward(ctx, &b->conv1, g);
     g = silu_tensor_backward(ctx, g, b->n1);
     Tensor dx = groupnorm_layer_backward(ctx, &b->norm1, g);
     if (b->has_shortcut) {
         Tensor dsc = conv2d_layer_backward(ctx, &b->conv_shortcut, dh);
-        accumulate(dx.d, dsc.d, tensor_numel(dx));
+        OP(ctx, accumulate, dx.d, dsc.d, tensor_numel(dx));
     } else {
-        accumulate(dx.d, dh.d, tensor_numel(dx));
+        OP(ctx, accumulate, dx.d, dh.d, tensor_numel(dx));
     }
     return dx;
 }

@@ -23,13 +23,13 @@ void upsample_init(Upsample2D *b, ParamSet *ps, const char *prefix, int channels
 Tensor upsample_forward(Ctx *ctx, Upsample2D *b, Tensor x) {
     b->x = x;
     Tensor u = ctx_tensor(ctx, x.N, x.C, 2 * x.H, 2 * x.W);  // [N, C, 2H, 2W]
-    upsample_nearest2x_forward(u.d, x.d, x.N, x.C, x.H, x.W);
+    OP(ctx, upsample_nearest2x_forward, u.d, x.d, x.N, x.C, x.H, x.W);
     return conv2d_layer_forward(ctx, &b->conv, u);
 }
 
 Tensor upsample_backward(Ctx *ctx, Upsample2D *b, Tensor dout) {
     Tensor du = conv2d_layer_backward(ctx, &b->conv, dout);
     Tensor dx = ctx_zeros(ctx, b->x.N, b->x.C, b->x.H, b->x.W);
-    upsample_nearest2x_backward(dx.d, du.d, dx.N, dx.C, dx.H, dx.W);
+    OP(ctx, upsample_nearest2x_backward, dx.d, du.d, dx.N, dx.C, dx.H, dx.W);
     return dx;
 }

@@ -17,7 +17,7 @@ float *timestep_embedding_block_forward(Ctx *ctx, TimestepEmbedding *b, const fl
     b->N = N;
     b->h = linear_layer_forward(ctx, &b->linear_1, x, N);  // [N, D]
     float *a = arena_floats(ctx->arena, (size_t)N * D);
-    silu_forward(a, b->h, (size_t)N * D);
+    OP(ctx, silu_forward, a, b->h, (size_t)N * D);
     return linear_layer_forward(ctx, &b->linear_2, a, N);  // [N, D]
 }
 
@@ -25,6 +25,6 @@ float *timestep_embedding_block_backward(Ctx *ctx, TimestepEmbedding *b, const f
     int D = b->linear_1.out;
     float *da = linear_layer_backward(ctx, &b->linear_2, dout);
     float *dh = arena_zeros(ctx->arena, (size_t)b->N * D);
-    silu_backward(dh, da, b->h, (size_t)b->N * D);
+    OP(ctx, silu_backward, dh, da, b->h, (size_t)b->N * D);
     return linear_layer_backward(ctx, &b->linear_1, dh);
 }

@@ -8,7 +8,7 @@
 
 static Tensor clone_grad(Ctx *ctx, Tensor g) {
     Tensor c = ctx_zeros(ctx, g.N, g.C, g.H, g.W);
-    accumulate(c.d, g.d, tensor_numel(g));
+    OP(ctx, accumulate, c.d, g.d, tensor_numel(g));
     return c;
 }
 
@@ -70,11 +70,11 @@ Tensor down_block_forward(Ctx *ctx, DownBlock *b, Tensor x, const float *temb, T
 Tensor down_block_backward(Ctx *ctx, DownBlock *b, Tensor dhidden, const Tensor *dres, float *dtemb) {
     Tensor g = clone_grad(ctx, dhidden);
     if (b->has_down) {
-        if (dres && dres[b->n].d) accumulate(g.d, dres[b->n].d, tensor_numel(g));
+        if (dres && dres[b->n].d) OP(ctx, accumulate, g.d, dres[b->n].d, tensor_numel(g));
         g = downsample_backward(ctx, &b->down, g);
     }
     for (int i = b->n - 1; i >= 0; i--) {
-        if (dres && dres[i].d) accumulate(g.d, dres[i].d, tensor_numel(g));
+        if (dres && dres[i].d) OP(ctx, accumulate, g.d, dres[i].d, tensor_numel(g));
         if (b->has_attn) g = attention_block_backward(ctx, &b->attentions[i], g);
         g = resnet_backward(ctx, &b->resnets[i], g, dtemb);
     }
@@ -124,7 +124,7 @@ Tensor up_block_forward(Ctx *ctx, UpBlock *b, Tensor x, const Tensor *res, const
             Tensor r = res[b->n - 1 - i];
             CHECK(r.H == h.H && r.W == h.W && r.N == h.N, "up block: skip %dx%d does not match %dx%d", r.H, r.W, h.H, h.W);
             Tensor cat = ctx_tensor(ctx, h.N, h.C + r.C, h.H, h.W);       // [N, C + Cskip, H, W]
-            concat_channels_forward(cat.d, h.d, r.d, h.N, h.C, r.C, h.H * h.W);
+            OP(ctx, concat_channels_forward, cat.d, h.d, r.d, h.N, h.C, r.C, h.H * h.W);
             h = cat;
         }
         h = resnet_forward(ctx, &b->resnets[i], h, temb);                 // [N, Cout, H, W]
@@ -149,7 +149,7 @@ Tensor up_block_backward(Ctx *ctx, UpBlock *b, Tensor dout, Tensor *dres, float 
             // in the forward pass this was: cat = concat(h, res[n-1-i]) on channels
             Tensor dh = ctx_zeros(ctx, g.N, b->hidden_ch[i], g.H, g.W);
             Tensor *dr = &dres[b->n - 1 - i];
-            concat_channels_backward(dh.d, dr->d, g.d, g.N, b->hidden_ch[i], g.C - b->hidden_ch[i], g.H * g.W);
+            OP(ctx, concat_channels_backward, dh.d, dr->d, g.d, g.N, b->hidden_ch[i], g.C - b->hidden_ch[i], g.H * g.W);
             g = dh;
         }
     }

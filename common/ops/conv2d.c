@@ -14,14 +14,7 @@
 #define CONV_CAP ((size_t)16 << 20)  // floats of scratch per call (64 MB)
 #define DIRECT_P 1024                // from this many output pixels per image, GEMM straight into NCHW
 
-static int conv_chunk(Conv2dDims d) {
-    size_t P = (size_t)conv2d_oh(d) * conv2d_ow(d), CKK = (size_t)d.C * d.K * d.K;
-    size_t per_image = P * (CKK + d.OC);
-    size_t nb = CONV_CAP / (per_image ? per_image : 1);
-    if (nb < 1) nb = 1;
-    if (nb > (size_t)d.N) nb = (size_t)d.N;
-    return (int)nb;
-}
+static int conv_chunk(Conv2dDims d) { return conv2d_chunk(d, CONV_CAP); }
 
 size_t conv2d_scratch_floats(Conv2dDims d) {
     size_t P = (size_t)conv2d_oh(d) * conv2d_ow(d), CKK = (size_t)d.C * d.K * d.K;

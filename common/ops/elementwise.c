@@ -4,21 +4,19 @@
 #include <string.h>
 
 #include "ops.h"
+#include "pointwise.h"
 
 #define PAR_N 32768  // below this many elements threads cost more than they save
 
 void silu_forward(float *out, const float *inp, size_t n) {
 #pragma omp parallel for schedule(static) if (n > PAR_N)
-    for (size_t i = 0; i < n; i++) out[i] = inp[i] / (1.0f + expf(-inp[i]));
+    for (size_t i = 0; i < n; i++) out[i] = silu_one(inp[i]);
 }
 
 void silu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-    // in the forward pass this was: y = x * s, s = sigmoid(x); so dy/dx = s * (1 + x * (1 - s))
+    // in the forward pass this was: y = x * sigmoid(x) (silu_grad_one in pointwise.h)
 #pragma omp parallel for schedule(static) if (n > PAR_N)
-    for (size_t i = 0; i < n; i++) {
-        float s = 1.0f / (1.0f + expf(-inp[i]));
-        dinp[i] += dout[i] * s * (1.0f + inp[i] * (1.0f - s));
-    }
+    for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * silu_grad_one(inp[i]);
 }
 
 void upsample_nearest2x_forward(float *out, const float *inp, int N, int C, int H, int W) {
@@ -105,4 +103,14 @@ void add_channel_backward(float *dinp, float *dvec, const float *dout, int N, in
 void accumulate(float *dst, const float *src, size_t n) {
 #pragma omp parallel for schedule(static) if (n > PAR_N)
     for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+void copy_floats(float *dst, const float *src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
+
+void axpby_rows(float *out, const float *x, const float *a, const float *y, const float *b, int N, size_t per) {
+#pragma omp parallel for schedule(static) if ((size_t)N * per > PAR_N)
+    for (int n = 0; n < N; n++) {
+        const float an = a[n], bn = b[n];
+        for (size_t j = 0; j < per; j++) out[n * per + j] = an * x[n * per + j] + bn * y[n * per + j];
+    }
 }

@@ -5,6 +5,7 @@
 
 #include "check.h"
 #include "ops/ops.h"
+#include "ops/pointwise.h"
 
 #define PAR_MIN 65536  // elements below which a loop stays on one thread
 
@@ -25,6 +26,26 @@ void mse_backward(float *dpred, const float *pred, const float *target, size_t n
     const float g = 2.0f * dloss / (float)n;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) dpred[i] += g * (pred[i] - target[i]);
+}
+
+// ---- per-row MSE (the diffusion loss with per-sample weights) ----
+void mse_rows_forward(float *mse, const float *pred, const float *target, int N, size_t per) {
+    for (int n = 0; n < N; n++) {
+        const float *p = pred + n * per, *y = target + n * per;
+        double e = 0;
+        for (size_t i = 0; i < per; i++) {
+            float d = p[i] - y[i];
+            e += (double)d * d;
+        }
+        mse[n] = (float)(e / (double)per);
+    }
+}
+
+// In the forward pass this was: loss = sum_n c_n mse_n; so dpred[n] += k[n] (pred - target), k = 2 c_n / per.
+void mse_rows_backward(float *dpred, const float *pred, const float *target, const float *k, int N, size_t per) {
+    if (!dpred) return;
+    for (int n = 0; n < N; n++)
+        for (size_t i = 0; i < per; i++) dpred[n * per + i] += k[n] * (pred[n * per + i] - target[n * per + i]);
 }
 
 // ---- mean absolute error: loss = sum |pred - target| / n ----
@@ -48,12 +69,6 @@ void l1_backward(float *dpred, const float *pred, const float *target, size_t n,
 }
 
 // ---- diagonal Gaussian posterior: moments (N, 2C, HW) = [mean; logvar] per sample ----
-#define LOGVAR_MIN -30.0f
-#define LOGVAR_MAX 20.0f
-
-static inline float clamp_logvar(float lv) { return lv < LOGVAR_MIN ? LOGVAR_MIN : lv > LOGVAR_MAX ? LOGVAR_MAX : lv; }
-// torch.clamp passes the gradient only where min <= x <= max
-static inline int logvar_in_range(float lv) { return lv >= LOGVAR_MIN && lv <= LOGVAR_MAX; }
 
 // kl (N) optional: 0.5 * sum_{C,HW} (mean^2 + var - 1 - logvar); returns the mean over N.
 float kl_forward(float *kl, const float *moments, int N, int C, int HW) {

@@ -23,6 +23,13 @@ typedef struct {
 static inline int conv2d_oh(Conv2dDims d) { return (d.H + d.pad_t + d.pad_b - d.K) / d.stride + 1; }
 static inline int conv2d_ow(Conv2dDims d) { return (d.W + d.pad_l + d.pad_r - d.K) / d.stride + 1; }
 size_t conv2d_scratch_floats(Conv2dDims d);  // im2col buffer; 0 for a plain 1x1 stride-1 conv
+// images per im2col chunk so that col (C*K*K, nb*P) and the output staging (OC, nb*P) fit in cap floats
+static inline int conv2d_chunk(Conv2dDims d, size_t cap) {
+    size_t P = (size_t)conv2d_oh(d) * conv2d_ow(d), CKK = (size_t)d.C * d.K * d.K;
+    size_t per_image = P * (CKK + d.OC);
+    size_t nb = cap / (per_image ? per_image : 1);
+    return (int)(nb < 1 ? 1 : nb > (size_t)d.N ? (size_t)d.N : nb);
+}
 // out (N,OC,OH,OW), inp (N,C,H,W), weight (OC,C,K,K), bias (OC) or NULL
 void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                     float *scratch, Conv2dDims d);
@@ -62,6 +69,10 @@ void add_channel_forward(float *out, const float *inp, const float *vec, int N, 
 void add_channel_backward(float *dinp, float *dvec, const float *dout, int N, int C, int HW);
 // dst += src (gradient plumbing)
 void accumulate(float *dst, const float *src, size_t n);
+// dst = src
+void copy_floats(float *dst, const float *src, size_t n);
+// per-row linear combination: out (N, per) = a[n] * x + b[n] * y, a and b (N)
+void axpby_rows(float *out, const float *x, const float *a, const float *y, const float *b, int N, size_t per);
 
 // ---- scaled dot-product self-attention, heads packed in the feature axis ----
 // q, k, v, out (N, L, NH*HD); att (N, NH, L, L) softmax(q k^T / sqrt(HD)) saved for backward.
@@ -98,6 +109,10 @@ void avgpool_backward(float *dinp, const float *dout, int N, int C, int HW);
 // ---- losses: forward returns the mean loss; backward adds dloss * d(loss)/d(input) ----
 float mse_forward(const float *pred, const float *target, size_t n);
 void mse_backward(float *dpred, const float *pred, const float *target, size_t n, float dloss);
+// per-row MSE: mse (N) = mean over per of (pred - target)^2 (summed in double), and its
+// backward with a factor per row: dpred[n] += k[n] * (pred - target) (k = dloss * w_n * 2 / (N per))
+void mse_rows_forward(float *mse, const float *pred, const float *target, int N, size_t per);
+void mse_rows_backward(float *dpred, const float *pred, const float *target, const float *k, int N, size_t per);
 float l1_forward(const float *pred, const float *target, size_t n);
 void l1_backward(float *dpred, const float *pred, const float *target, size_t n, float dloss);
 // KL(N(mean, exp(logvar)) || N(0, 1)) as diffusers' DiagonalGaussianDistribution.kl():

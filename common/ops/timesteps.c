@@ -9,12 +9,7 @@
 
 #include "check.h"
 #include "ops/ops.h"
-
-static inline float timestep_freq(int i, int half, float downscale_freq_shift, float max_period) {
-    float e = (float)(-log((double)max_period)) * (float)i;
-    e = e / (float)((double)half - (double)downscale_freq_shift);
-    return expf(e);
-}
+#include "ops/pointwise.h"
 
 void timestep_embedding_forward(float *out, const float *t, int N, int dim, int flip_sin_to_cos,
                                 float downscale_freq_shift, float scale, float max_period) {

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "ops/pointwise.h"
 #include "params.h"
 
 typedef struct {
@@ -40,7 +41,7 @@ typedef struct {
 AdamWCoefs adamw_coefs(const AdamW *opt, float lr, int64_t step);
 
 // The per-float update, shared by every backend.
-static inline void adamw_update(float *p, float *m, float *v, float g, float decay_mul,
+static inline DOPPEL_HD void adamw_update(float *p, float *m, float *v, float g, float decay_mul,
                                 const AdamWCoefs *c) {
     float pp = *p * decay_mul;
     float mm = *m * c->beta1;

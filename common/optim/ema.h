@@ -4,6 +4,7 @@
 #pragma once
 #include <stdint.h>
 
+#include "ops/pointwise.h"
 #include "params.h"
 
 typedef struct {
@@ -24,6 +25,6 @@ float ema_decay(const EmaConfig *c, int64_t optimization_step);
 void ema_update(ParamSet *ps, float decay);
 
 // The per-float update, shared by every backend.
-static inline float ema_update_one(float e, float p, float one_minus_decay) {
+static inline DOPPEL_HD float ema_update_one(float e, float p, float one_minus_decay) {
     return e - one_minus_decay * (e - p);
 }

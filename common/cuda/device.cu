@@ -1,0 +1,147 @@
+// device.cu: the GPU itself: probing, memory, the activation arena's memory, ParamSet mirrors,
+// the cuBLAS handle and the small device buffers reductions share.
+#include <string.h>
+
+#include "cuda_common.cuh"
+
+static cublasHandle_t handle;
+static cudaDeviceProp prop;
+
+extern "C" int cuda_probe(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n < 1) {
+        cudaGetLastError();  // clear the sticky "no device" error
+        return 0;
+    }
+    if (cudaSetDevice(0) != cudaSuccess || cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return 0;
+    return 1;
+}
+
+extern "C" const char *cuda_device_name(void) { return prop.name; }
+
+cublasHandle_t cublas_on(cudaStream_t s) {
+    if (!handle) {
+        CHECK_CUBLAS(cublasCreate(&handle));
+        CHECK_CUBLAS(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));  // fp32 unless cuda_set_tf32(1)
+    }
+    CHECK_CUBLAS(cublasSetStream(handle, s));
+    return handle;
+}
+
+extern "C" void cuda_set_tf32(int on) {
+    cublas_on(0);
+    CHECK_CUBLAS(cublasSetMathMode(handle, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+}
+
+extern "C" void *cuda_malloc(size_t bytes) {
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        size_t free_b = 0, total = 0;
+        cudaGetLastError();
+        cudaMemGetInfo(&free_b, &total);
+        DIE("out of GPU memory: %zu MB asked, %zu of %zu MB free on %s; reduce --batch or the preset", bytes >> 20,
+            free_b >> 20, total >> 20, prop.name);
+    }
+    return p;
+}
+
+extern "C" void cuda_free(void *p) {
+    if (p) CHECK_CUDA(cudaFree(p));
+}
+extern "C" void cuda_upload(void *dst, const void *src, size_t bytes) {
+    if (bytes) CHECK_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+extern "C" void cuda_download(void *dst, const void *src, size_t bytes) {
+    if (bytes) CHECK_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+extern "C" void cuda_zero(void *p, size_t bytes) {
+    if (bytes) CHECK_CUDA(cudaMemsetAsync(p, 0, bytes, 0));
+}
+extern "C" void cuda_sync(void) { CHECK_CUDA(cudaDeviceSynchronize()); }
+
+static void *arena_alloc_dev(size_t bytes) {
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+static void arena_release_dev(void *p) { cuda_free(p); }
+static void arena_zero_dev(void *p, size_t bytes) { cuda_zero(p, bytes); }
+extern "C" const ArenaMemory cuda_arena_memory = {arena_alloc_dev, arena_release_dev, arena_zero_dev, "GPU memory"};
+
+// ---- ParamSet mirrors ----
+static float *mirror(const float *host, size_t n) {
+    if (!host) return NULL;
+    float *d = (float *)cuda_malloc(n * sizeof(float));
+    cuda_upload(d, host, n * sizeof(float));
+    return d;
+}
+
+extern "C" void cuda_params_mirror(ParamSet *dev, const ParamSet *ps) {
+    CHECK(ps->data, "cuda_params_mirror before params_allocate");
+    *dev = *ps;  // views, counts: the same info array
+    dev->data = mirror(ps->data, ps->total);
+    dev->grad = (float *)cuda_malloc(ps->total * sizeof(float));
+    cuda_zero(dev->grad, ps->total * sizeof(float));
+    dev->m = mirror(ps->m, ps->total);
+    dev->v = mirror(ps->v, ps->total);
+    dev->ema = mirror(ps->ema, ps->total);
+}
+
+extern "C" void cuda_params_to_host(ParamSet *ps, const ParamSet *dev) {
+    size_t b = ps->total * sizeof(float);
+    CHECK(ps->total == dev->total, "cuda_params_to_host: %zu floats on the host, %zu on the GPU", ps->total, dev->total);
+    cuda_download(ps->data, dev->data, b);
+    if (ps->grad) cuda_download(ps->grad, dev->grad, b);
+    if (dev->m) {
+        if (!ps->m) ps->m = (float *)xmalloc(b);
+        cuda_download(ps->m, dev->m, b);
+    }
+    if (dev->v) {
+        if (!ps->v) ps->v = (float *)xmalloc(b);
+        cuda_download(ps->v, dev->v, b);
+    }
+    if (dev->ema) {
+        if (!ps->ema) ps->ema = (float *)xmalloc(b);
+        cuda_download(ps->ema, dev->ema, b);
+    }
+}
+
+extern "C" void cuda_params_free(ParamSet *dev) {
+    cuda_free(dev->data), cuda_free(dev->grad), cuda_free(dev->m), cuda_free(dev->v), cuda_free(dev->ema);
+    dev->data = dev->grad = dev->m = dev->v = dev->ema = NULL;
+}
+
+// ---- shared small buffers: they grow in the first step, so later steps allocate nothing ----
+double *cuda_reduce_buffer(size_t n) {
+    static double *buf;
+    static size_t cap;
+    if (n > cap) {
+        cuda_sync();
+        cuda_free(buf);
+        cap = n < 4096 ? 4096 : n;
+        buf = (double *)cuda_malloc(cap * sizeof(double));
+    }
+    return buf;
+}
+
+__global__ void fill_kernel(float *x, float v, size_t n) {
+    GRID_STRIDE(i, n) x[i] = v;
+}
+
+const float *cuda_ones(size_t n) {
+    static float *buf;
+    static size_t cap;
+    if (n > cap) {
+        cuda_sync();
+        cuda_free(buf);
+        cap = n < 65536 ? 65536 : n;
+        buf = (float *)cuda_malloc(cap * sizeof(float));
+        fill_kernel<<<grid_for(cap), THREADS>>>(buf, 1.0f, cap);
+        CHECK_LAUNCH();
+    }
+    return buf;
+}
