@@ -23,11 +23,9 @@
 
 typedef struct {
     UNet2DModel m;
-    ParamSet dev;
     AdamW opt;
-    Arena arena;
     Rng rng;
-    Ctx ctx;
+    Compute cp;  // what the stages use: a stream of its own, so sampling records CUDA graphs
 } Bench;
 
 static void bench_init(Bench *b, const char *preset) {
@@ -37,15 +35,11 @@ static void bench_init(Bench *b, const char *preset) {
     rng_seed(&b->rng, 0);
     params_init(&b->m.ps, &b->rng);
     adamw_init(&b->opt, &b->m.ps, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.01f);
-    cuda_params_mirror(&b->dev, &b->m.ps);
-    arena_init_on(&b->arena, 0, &cuda_arena_memory);
-    ctx_init_cuda(&b->ctx, &b->dev, &b->arena, &b->rng);
+    compute_init(&b->cp, &b->m.ps, &b->rng, 1);
 }
 
 static void bench_free(Bench *b) {
-    ctx_free(&b->ctx);
-    arena_free(&b->arena);
-    cuda_params_free(&b->dev);
+    compute_free(&b->cp);
     unet_free(&b->m);
 }
 
@@ -62,29 +56,32 @@ static void run_preset(const char *preset, const char *prec, int reps) {
     rng_fill_normal(&b.rng, x, (long)(NF * per), 0, 1);
     for (int i = 0; i < NF; i++) t[i] = (float)(i * 31 % 1000), labels[i] = i % 31;  // 31 users; 31 is "no user"
     double *tm = malloc((size_t)reps * sizeof(double));
-    Ctx *ctx = &b.ctx;
+    Ctx *ctx = &b.cp.ctx;
+    ParamSet *dev = ctx->ps;
+    Arena *arena = ctx->arena;
+    cudaStream_t st = ctx->stream;
 
     // train-step-b32: fixed inputs and target, as torch_gpu_bench.py
-    arena_reset(&b.arena);
+    arena_reset(arena);
     for (int r = -2; r < reps; r++) {
-        arena_reset(&b.arena);
+        arena_reset(arena);
         cuda_sync();
         double t0 = now_ms();
-        cuda_zero(b.dev.grad, b.dev.total * sizeof(float));
+        cuda_zero(dev->grad, dev->total * sizeof(float));
         Tensor xs = ctx_tensor(ctx, N, c->in_channels, S, S), tg = ctx_tensor(ctx, N, c->in_channels, S, S);
         ctx_put(ctx, xs.d, x, N * per * sizeof(float));
         ctx_put(ctx, tg.d, x + N * per, N * per * sizeof(float));
         Tensor out = unet_forward(ctx, &b.m, xs, t, labels);
         Tensor dout = ctx_zeros(ctx, out.N, out.C, out.H, out.W);
-        mse_forward_cuda(out.d, tg.d, N * per, NULL);  // the loss value comes back, as .item() would
-        mse_backward_cuda(dout.d, out.d, tg.d, N * per, 1.0f, NULL);
+        mse_forward_cuda(out.d, tg.d, N * per, st);  // the loss value comes back, as .item() would
+        mse_backward_cuda(dout.d, out.d, tg.d, N * per, 1.0f, st);
         unet_backward(ctx, &b.m, dout);
-        adamw_step_cuda(&b.opt, &b.dev, 1e-4f, NULL);
+        adamw_step_cuda(&b.opt, dev, 1e-4f, st);
         cuda_sync();
         if (r >= 0) tm[r] = now_ms() - t0;
     }
     report(model, "train-step-b32", tm, reps);
-    printf("# %s training arena peak %.0f MB, parameters %.2f M\n", model, b.arena.peak / 1048576.0,
+    printf("# %s training arena peak %.0f MB, parameters %.2f M\n", model, arena->peak / 1048576.0,
            params_count_floats(&b.m.ps) / 1e6);
 
     // diffusion-step-b32: the trainer's micro-step
@@ -94,15 +91,15 @@ static void run_preset(const char *preset, const char *prec, int reps) {
     DiffusionLossConfig lc = {0.1f, 5.0f};
     ctx->train = 1;
     for (int r = -2; r < reps; r++) {
-        arena_reset(&b.arena);
+        arena_reset(arena);
         cuda_sync();
         double t0 = now_ms();
-        cuda_zero(b.dev.grad, b.dev.total * sizeof(float));
+        cuda_zero(dev->grad, dev->total * sizeof(float));
         Tensor x0 = ctx_tensor(ctx, N, c->in_channels, S, S);
         ctx_put(ctx, x0.d, x, N * per * sizeof(float));
         DiffusionLosses l;
         diffusion_train_step(ctx, &b.m, &s, x0, labels, &lc, 1.0f, &l);
-        adamw_step_cuda(&b.opt, &b.dev, 1e-4f, NULL);
+        adamw_step_cuda(&b.opt, dev, 1e-4f, st);
         cuda_sync();
         if (r >= 0) tm[r] = now_ms() - t0;
     }
@@ -111,7 +108,7 @@ static void run_preset(const char *preset, const char *prec, int reps) {
 
     // forward-b64
     for (int r = -2; r < reps; r++) {
-        arena_reset(&b.arena);
+        arena_reset(arena);
         cuda_sync();
         double t0 = now_ms();
         Tensor xs = ctx_tensor(ctx, NF, c->in_channels, S, S);
@@ -129,15 +126,19 @@ static void run_preset(const char *preset, const char *prec, int reps) {
     for (int i = 0; i < N; i++) labels[i] = i % 31, seeds[i] = i;
     float *out = malloc(N * per * sizeof(float));
     int rs = reps / 4 > 3 ? reps / 4 : 3;
-    for (int r = -1; r < rs; r++) {
-        cuda_sync();
-        double t0 = now_ms();
-        diffusion_sample(ctx, &b.m, &s, &sc, labels, seeds, N, out, NULL, NULL);
-        cuda_sync();
-        if (r >= 0) tm[r] = now_ms() - t0;
+    for (int g = 0; g < 2; g++) {  // without, then with CUDA graphs
+        setenv("DOPPEL_CUDA_GRAPHS", g ? "1" : "0", 1);
+        for (int r = -1; r < rs; r++) {
+            cuda_sync();
+            double t0 = now_ms();
+            diffusion_sample(ctx, &b.m, &s, &sc, labels, seeds, N, out, NULL, NULL);
+            cuda_sync();
+            if (r >= 0) tm[r] = now_ms() - t0;
+        }
+        report(model, g ? "sample-32-dpmpp20-g2" : "sample-32-dpmpp20-g2-nograph", tm, rs);
+        printf("# %s sampling%s: %.1f samples/s\n", model, g ? "" : " without CUDA graphs", N / (tm[rs / 2] / 1e3));
     }
-    report(model, "sample-32-dpmpp20-g2", tm, rs);
-    printf("# %s sampling: %.1f samples/s\n", model, N / (tm[rs / 2] / 1e3));
+    unsetenv("DOPPEL_CUDA_GRAPHS");
     free(out), free(x), free(tm);
     bench_free(&b);
 }

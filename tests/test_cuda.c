@@ -14,6 +14,7 @@
 #include "cuda/cuda.h"
 #include "io/safetensors.h"
 #include "models/unet_folder.h"
+#include "models/vae_train.h"
 #include "proc.h"
 #include "models/diffusion.h"
 #include "models/models.h"
@@ -479,6 +480,64 @@ static void test_vae_tiny(void) {
     vae_free(&m);
 }
 
+// two VAE training steps (L1 + KL, AdamW) from the same state and RNG, tiny and small presets
+static void vae_train_case(const char *preset, int N, int S) {
+    VaeConfig c;
+    preset_vae(preset, &c);
+    c.sample_size = S;
+    AutoencoderKL m;
+    vae_build(&m, &c);
+    Rng init;
+    rng_seed(&init, 6);
+    params_init(&m.ps, &init);
+    size_t n = (size_t)N * c.in_channels * S * S;
+    float *img = rnd(n);
+    for (size_t i = 0; i < n; i++) img[i] = tanhf(img[i]);  // images live in [-1, 1]
+    AdamW oc, og;
+    adamw_init(&oc, &m.ps, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f);
+    ParamSet dev;
+    cuda_params_mirror(&dev, &m.ps);
+    og = oc;
+    Arena ac, ag;
+    arena_init(&ac, 0), arena_init_on(&ag, 0, &cuda_arena_memory);
+    Rng rc, rg;
+    rng_seed(&rc, 5), rng_seed(&rg, 5);
+    Ctx cc, cg;
+    ctx_init(&cc, &m.ps, &ac, &rc), ctx_init_cuda(&cg, &dev, &ag, &rg);
+    cc.train = cg.train = 1;
+    TrainLossConfig lc = {0, 1e-3f, 0, 0};
+    char what[96];
+    for (int step = 0; step < 2; step++) {
+        TrainLosses lcpu, lgpu;
+        arena_reset(&ac), arena_reset(&ag);
+        params_zero_grad(&m.ps);
+        cuda_zero(dev.grad, dev.total * 4);
+        Tensor xc = ctx_tensor(&cc, N, c.in_channels, S, S), xg = ctx_tensor(&cg, N, c.in_channels, S, S);
+        ctx_put(&cc, xc.d, img, n * 4), ctx_put(&cg, xg.d, img, n * 4);
+        vae_train_step(&cc, &m, xc, &lc, 1.0f, &lcpu);
+        vae_train_step(&cg, &m, xg, &lc, 1.0f, &lgpu);
+        snprintf(what, sizeof(what), "VAE %s training loss", preset);
+        EXPECT_CLOSE(what, &lgpu.total, &lcpu.total, 1, ATOL, RTOL);
+        snprintf(what, sizeof(what), "VAE %s training gradients", preset);
+        SAME(what, dev.grad, m.ps.grad, m.ps.total);
+        clip_grad_norm(&m.ps, 1.0f), clip_grad_norm_cuda(&dev, 1.0f, NULL);
+        adamw_step(&oc, &m.ps, 1e-3f), adamw_step_cuda(&og, &dev, 1e-3f, NULL);
+    }
+    snprintf(what, sizeof(what), "VAE %s parameters after 2 steps", preset);
+    SAME(what, dev.data, m.ps.data, m.ps.total);
+    ctx_free(&cc), ctx_free(&cg);
+    arena_free(&ac), arena_free(&ag);
+    cuda_params_free(&dev);
+    free(img);
+    vae_free(&m);
+}
+
+static void test_vae_train_step(void) {
+    if (!need_gpu()) return;
+    vae_train_case("tiny", 4, 32);
+    vae_train_case("small", 4, 64);
+}
+
 // two diffusion training steps (min-SNR, condition dropout, AdamW, EMA) from the same state and RNG
 static void test_train_step(void) {
     if (!need_gpu()) return;
@@ -554,26 +613,52 @@ static void test_sampling(void) {
     int32_t lab[4] = {0, 1, 2, 3};  // 3 is the "no user" class
     int64_t seeds[4] = {1, 2, 3, 1000004};
     SamplerKind kinds[2] = {SAMPLER_DDIM, SAMPLER_DPMPP_2M};
+    // GPU contexts: the default stream (eager), a stream of its own (CUDA graphs from step 1), and
+    // a stream of its own with DOPPEL_CUDA_GRAPHS=0
+    const char *variant[3] = {"default stream", "CUDA graphs", "own stream, no graphs"};
     for (int k = 0; k < 2; k++) {
         SampleConfig sc = {0};
         CHECK(sampler_init(&sc.sampler, &s, kinds[k], 10, 0.0f, 0, err, sizeof(err)) == 0, "%s", err);
         sc.guidance = 2.0f;
         float *out_c = xmalloc(n * 4), *out_g = xmalloc(n * 4);
-        Arena ac, ag;
-        arena_init(&ac, 0), arena_init_on(&ag, 0, &cuda_arena_memory);
-        Rng rc, rg;
-        rng_seed(&rc, 1), rng_seed(&rg, 1);
-        ParamSet dev;
-        cuda_params_mirror(&dev, &m.ps);
-        Ctx cc, cg;
-        ctx_init(&cc, &m.ps, &ac, &rc), ctx_init_cuda(&cg, &dev, &ag, &rg);
+        Arena ac;
+        arena_init(&ac, 0);
+        Rng rc;
+        rng_seed(&rc, 1);
+        Ctx cc;
+        ctx_init(&cc, &m.ps, &ac, &rc);
         diffusion_sample(&cc, &m, &s, &sc, lab, seeds, N, out_c, NULL, NULL);
-        diffusion_sample(&cg, &m, &s, &sc, lab, seeds, N, out_g, NULL, NULL);
-        // 10 guided steps of a random network compound fp32 differences: 1e-3 absolute on values ~1
-        EXPECT_CLOSE(k ? "DPM-Solver++ 10 steps, guidance 2" : "DDIM 10 steps, guidance 2", out_g, out_c, n, 1e-3, 1e-3);
-        ctx_free(&cc), ctx_free(&cg);
-        arena_free(&ac), arena_free(&ag);
-        cuda_params_free(&dev);
+        for (int v = 0; v < 3; v++) {
+            Rng rg;
+            rng_seed(&rg, 1);
+            Compute cp;
+            Arena ag;
+            ParamSet dev;
+            Ctx cg;
+            if (v == 0) {
+                arena_init_on(&ag, 0, &cuda_arena_memory);
+                cuda_params_mirror(&dev, &m.ps);
+                ctx_init_cuda(&cg, &dev, &ag, &rg);
+            } else {
+                compute_init(&cp, &m.ps, &rg, 1);
+            }
+            if (v == 2) setenv("DOPPEL_CUDA_GRAPHS", "0", 1);
+            diffusion_sample(v ? &cp.ctx : &cg, &m, &s, &sc, lab, seeds, N, out_g, NULL, NULL);
+            unsetenv("DOPPEL_CUDA_GRAPHS");
+            char what[96];
+            snprintf(what, sizeof(what), "%s 10 steps, guidance 2, %s", k ? "DPM-Solver++" : "DDIM", variant[v]);
+            // 10 guided steps of a random network compound fp32 differences: 1e-3 absolute on values ~1
+            EXPECT_CLOSE(what, out_g, out_c, n, 1e-3, 1e-3);
+            if (v) {
+                compute_free(&cp);
+            } else {
+                ctx_free(&cg);
+                arena_free(&ag);
+                cuda_params_free(&dev);
+            }
+        }
+        ctx_free(&cc);
+        arena_free(&ac);
         free(out_c), free(out_g);
     }
     unet_free(&m);
@@ -700,6 +785,7 @@ int main(void) {
     RUN(test_unet_tiny);
     RUN(test_unet_small);
     RUN(test_vae_tiny);
+    RUN(test_vae_train_step);
     RUN(test_train_step);
     RUN(test_sampling);
     RUN(test_pipeline_gpu_stages);

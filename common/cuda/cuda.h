@@ -48,6 +48,17 @@ CUDA_FN void cuda_zero(void *p, size_t bytes);
 CUDA_FN void cuda_sync(void);                 // waits for the GPU; dies on a kernel error
 CUDA_FN void cuda_set_tf32(int on);           // TF32 tensor-core GEMMs (off: exact fp32)
 extern CUDA_FN const ArenaMemory cuda_arena_memory;
+// A stream of its own for a context (compute_init makes one). The current stream orders
+// cuda_upload / cuda_download / cuda_zero and the arena's zero-fills; NULL is the default stream.
+CUDA_FN cudaStream_t cuda_stream_create(void);
+CUDA_FN void cuda_stream_destroy(cudaStream_t s);
+CUDA_FN void cuda_set_current_stream(cudaStream_t s);
+// CUDA graphs: record what is launched on s between begin and end (nothing runs), then replay it.
+// Only stream-ordered work may be recorded: no uploads from host memory, no allocation.
+CUDA_FN void cuda_graph_begin(cudaStream_t s);
+CUDA_FN void *cuda_graph_end(cudaStream_t s);  // the instantiated graph
+CUDA_FN void cuda_graph_launch(void *graph, cudaStream_t s);
+CUDA_FN void cuda_graph_free(void *graph);
 // dev gets ps's views (info shared, not copied) with data and grad on the device (data copied,
 // grad zeroed), and m, v, ema where ps has them.
 CUDA_FN void cuda_params_mirror(ParamSet *dev, const ParamSet *ps);

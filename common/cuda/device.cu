@@ -49,14 +49,50 @@ extern "C" void *cuda_malloc(size_t bytes) {
 extern "C" void cuda_free(void *p) {
     if (p) CHECK_CUDA(cudaFree(p));
 }
+static cudaStream_t current;  // the stream host <-> device copies and zero-fills are ordered on
+
+extern "C" cudaStream_t cuda_stream_create(void) {
+    cudaStream_t s;
+    CHECK_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return s;
+}
+extern "C" void cuda_stream_destroy(cudaStream_t s) {
+    if (!s) return;
+    CHECK_CUDA(cudaStreamSynchronize(s));
+    CHECK_CUDA(cudaStreamDestroy(s));
+}
+extern "C" void cuda_set_current_stream(cudaStream_t s) { current = s; }
+
+// copies wait for what the stream has queued before them, and the host waits for the copy
+// (the host buffer is pageable and may be reused at once)
 extern "C" void cuda_upload(void *dst, const void *src, size_t bytes) {
-    if (bytes) CHECK_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+    if (!bytes) return;
+    CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, current));
+    CHECK_CUDA(cudaStreamSynchronize(current));
 }
 extern "C" void cuda_download(void *dst, const void *src, size_t bytes) {
-    if (bytes) CHECK_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+    if (!bytes) return;
+    CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, current));
+    CHECK_CUDA(cudaStreamSynchronize(current));
 }
 extern "C" void cuda_zero(void *p, size_t bytes) {
-    if (bytes) CHECK_CUDA(cudaMemsetAsync(p, 0, bytes, 0));
+    if (bytes) CHECK_CUDA(cudaMemsetAsync(p, 0, bytes, current));
+}
+
+extern "C" void cuda_graph_begin(cudaStream_t s) {
+    CHECK_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+}
+extern "C" void *cuda_graph_end(cudaStream_t s) {
+    cudaGraph_t g;
+    cudaGraphExec_t exec;
+    CHECK_CUDA(cudaStreamEndCapture(s, &g));
+    CHECK_CUDA(cudaGraphInstantiate(&exec, g, 0));
+    CHECK_CUDA(cudaGraphDestroy(g));
+    return (void *)exec;
+}
+extern "C" void cuda_graph_launch(void *graph, cudaStream_t s) { CHECK_CUDA(cudaGraphLaunch((cudaGraphExec_t)graph, s)); }
+extern "C" void cuda_graph_free(void *graph) {
+    if (graph) CHECK_CUDA(cudaGraphExecDestroy((cudaGraphExec_t)graph));
 }
 extern "C" void cuda_sync(void) { CHECK_CUDA(cudaDeviceSynchronize()); }
 
@@ -142,6 +178,7 @@ const float *cuda_ones(size_t n) {
         buf = (float *)cuda_malloc(cap * sizeof(float));
         fill_kernel<<<grid_for(cap), THREADS>>>(buf, 1.0f, cap);
         CHECK_LAUNCH();
+        cuda_sync();  // other streams read it next
     }
     return buf;
 }

@@ -80,6 +80,9 @@ void unet_free(UNet2DModel *m);
 // sample (N, in, H, W) in ctx memory, timesteps (N) float and class_labels (N) or NULL on the host
 // -> (N, out, H, W) in ctx memory
 Tensor unet_forward(Ctx *ctx, UNet2DModel *m, Tensor sample, const float *timesteps, const int32_t *class_labels);
+// the same with timesteps and (checked) class_labels already in ctx memory: no copies, so a GPU
+// forward of this kind can be captured into a CUDA graph
+Tensor unet_forward_ctx(Ctx *ctx, UNet2DModel *m, Tensor sample, const float *timesteps, const int32_t *class_labels);
 Tensor unet_backward(Ctx *ctx, UNet2DModel *m, Tensor dout);  // returns dsample
 
 // ---- configs: diffusers config.json <-> structs, presets ----

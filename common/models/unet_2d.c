@@ -120,6 +120,19 @@ static Tensor backprop_block(Ctx *ctx, UNet2DModel *m, int k, Tensor dout, Tenso
 
 Tensor unet_forward(Ctx *ctx, UNet2DModel *m, Tensor sample, const float *timesteps, const int32_t *class_labels) {
     const UNetConfig *c = &m->cfg;
+    int N = sample.N;
+    CHECK(m->class_embedding < 0 || class_labels, "UNet: class_labels are needed (model has num_class_embeds=%d)",
+          c->num_class_embeds);
+    for (int n = 0; m->class_embedding >= 0 && n < N; n++)
+        CHECK(class_labels[n] >= 0 && class_labels[n] < c->num_class_embeds, "UNet: class label %d outside [0, %d)",
+              class_labels[n], c->num_class_embeds);
+    const float *t_ctx = ctx_input(ctx, timesteps, (size_t)N * sizeof(float));  // host arrays in, on the GPU too
+    const int32_t *l_ctx = m->class_embedding >= 0 ? ctx_input(ctx, class_labels, (size_t)N * sizeof(int32_t)) : NULL;
+    return unet_forward_ctx(ctx, m, sample, t_ctx, l_ctx);
+}
+
+Tensor unet_forward_ctx(Ctx *ctx, UNet2DModel *m, Tensor sample, const float *timesteps, const int32_t *class_labels) {
+    const UNetConfig *c = &m->cfg;
     int N = sample.N, C0 = c->block_out_channels[0], D = m->time_embed_dim, B = c->n_blocks;
     CHECK(sample.C == c->in_channels, "UNet: sample has %d channels, model expects %d", sample.C, c->in_channels);
     CHECK(m->class_embedding < 0 || class_labels, "UNet: class_labels are needed (model has num_class_embeds=%d)",
@@ -127,15 +140,11 @@ Tensor unet_forward(Ctx *ctx, UNet2DModel *m, Tensor sample, const float *timest
     m->checkpointed = m->grad_checkpoint;
     // 1. time + class embedding
     float *t_emb = arena_floats(ctx->arena, (size_t)N * C0);  // [N, C0]
-    const float *t_dev = ctx_input(ctx, timesteps, (size_t)N * sizeof(float));  // host arrays in, on the GPU too
-    OP(ctx, timestep_embedding_forward, t_emb, t_dev, N, C0, c->flip_sin_to_cos, c->freq_shift, 1.0f, 10000.0f);
+    OP(ctx, timestep_embedding_forward, t_emb, timesteps, N, C0, c->flip_sin_to_cos, c->freq_shift, 1.0f, 10000.0f);
     m->emb = timestep_embedding_block_forward(ctx, &m->time_embedding, t_emb, N);  // [N, D]
     m->labels = NULL;
     if (m->class_embedding >= 0) {
-        for (int n = 0; n < N; n++)
-            CHECK(class_labels[n] >= 0 && class_labels[n] < c->num_class_embeds, "UNet: class label %d outside [0, %d)",
-                  class_labels[n], c->num_class_embeds);
-        m->labels = ctx_input(ctx, class_labels, (size_t)N * sizeof(int32_t));
+        m->labels = class_labels;
         float *ce = arena_floats(ctx->arena, (size_t)N * D);
         OP(ctx, embedding_forward, ce, m->labels, param_ptr(ctx->ps, m->class_embedding), N, D);
         OP(ctx, accumulate, m->emb, ce, (size_t)N * D);
