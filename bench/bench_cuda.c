@@ -155,10 +155,11 @@ int main(int argc, char **argv) {
     const char *presets[2] = {"small", "seed"};
     for (int p = 0; p < 2; p++) {
         if (strcmp(which, "all") && strcmp(which, presets[p])) continue;
-        cuda_set_tf32(0);
-        run_preset(presets[p], "fp32", reps);
-        cuda_set_tf32(1);
-        run_preset(presets[p], "tf32", reps);
+        const char *names[3] = {"fp32", "tf32", "bf16"};
+        for (int k = 0; k < 3; k++) {
+            setenv("DOPPEL_PRECISION", names[k], 1);  // compute_init reads it
+            run_preset(presets[p], names[k], reps);
+        }
     }
     return 0;
 }

@@ -61,7 +61,7 @@ int diffuser_sample_grid(UNet2DModel *m, const NoiseSchedule *s, VaeFolder *vae,
 
 // ---- sample ----
 typedef struct {
-    const char *unet, *users, *out, *cache, *vae, *classifier, *device;
+    const char *unet, *users, *out, *cache, *vae, *classifier, *device, *precision;
     int per_user, steps, batch, karras, no_ema, threads, timeout_s, scale_given;
     double guidance, eta, classifier_scale;
     uint64_t seed;
@@ -97,19 +97,21 @@ static const char *USAGE_SAMPLE =
     "  --timeout S          give up when no decoder takes a frame for S seconds (300)\n"
     "  --device cpu|cuda|auto  where the UNet runs (auto: the GPU when there is one; classifier\n"
     "                       guidance runs on the CPU)\n"
+    "  --precision fp32|tf32|bf16  the GPU's GEMMs: fp32 (default), TF32 or bf16 tensor cores\n"
+    "                       (fp32 weights and sums either way; DOPPEL_PRECISION sets the default)\n"
     "  --threads N  --help\n";
 
 static SampleOptions parse_sample(int argc, char **argv) {
     SampleOptions o = {.device = "auto", .users = "all", .per_user = 8, .steps = 20, .batch = 32, .guidance = 2.0, .kind = SAMPLER_DPMPP_2M,
                        .timeout_s = 300, .classifier_scale = 1.0};
     enum { O_UNET = 256, O_USERS, O_PER, O_SAMPLER, O_STEPS, O_ETA, O_KARRAS, O_G, O_SEED, O_BATCH, O_OUT, O_CACHE, O_VAE,
-           O_NOEMA, O_THREADS, O_TIMEOUT, O_DEVICE, O_CLS, O_CLS_SCALE, O_HELP };
+           O_NOEMA, O_THREADS, O_TIMEOUT, O_DEVICE, O_PREC, O_CLS, O_CLS_SCALE, O_HELP };
     static const struct option opts[] = {
         {"unet", 1, 0, O_UNET}, {"users", 1, 0, O_USERS}, {"per-user", 1, 0, O_PER}, {"sampler", 1, 0, O_SAMPLER},
         {"steps", 1, 0, O_STEPS}, {"eta", 1, 0, O_ETA}, {"karras", 0, 0, O_KARRAS}, {"guidance", 1, 0, O_G},
         {"seed", 1, 0, O_SEED}, {"batch", 1, 0, O_BATCH}, {"out", 1, 0, O_OUT}, {"cache", 1, 0, O_CACHE},
         {"vae", 1, 0, O_VAE}, {"no-ema", 0, 0, O_NOEMA}, {"threads", 1, 0, O_THREADS}, {"timeout", 1, 0, O_TIMEOUT},
-        {"device", 1, 0, O_DEVICE}, {"classifier", 1, 0, O_CLS}, {"classifier-scale", 1, 0, O_CLS_SCALE},
+        {"device", 1, 0, O_DEVICE}, {"precision", 1, 0, O_PREC}, {"classifier", 1, 0, O_CLS}, {"classifier-scale", 1, 0, O_CLS_SCALE},
         {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -136,6 +138,12 @@ static SampleOptions parse_sample(int argc, char **argv) {
                 cli_usage_error(TOOL, "--device must be cpu, cuda or auto");
             o.device = optarg;
             break;
+        case O_PREC: {
+            Precision pr;
+            if (precision_parse(optarg, &pr)) cli_usage_error(TOOL, "--precision must be fp32, tf32 or bf16");
+            o.precision = optarg;
+            break;
+        }
         case O_CLS: o.classifier = optarg; break;
         case O_CLS_SCALE: o.classifier_scale = cli_parse_double(TOOL, "--classifier-scale", optarg, 0, 1e4), o.scale_given = 1; break;
         case O_HELP: fputs(USAGE_SAMPLE, stdout); exit(EXIT_OK);
@@ -279,6 +287,7 @@ int diffuser_sample_main(int argc, char **argv) {
     rng_seed(&rng, o.seed);
     Compute cp;
     compute_init(&cp, &m->ps, &rng, gpu);
+    compute_precision(&cp, o.precision, "doppel-diffuser");
     Progress p;
     progress_start(&p, "sample", N * o.steps, "sample-step");  // moves during long batches
     int rc = EXIT_OK;

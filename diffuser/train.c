@@ -20,7 +20,7 @@
 #include "diffuser.h"
 
 typedef struct {
-    const char *in, *cache, *unet, *preset, *metrics, *vae, *device;
+    const char *in, *cache, *unet, *preset, *metrics, *vae, *device, *precision;
     int steps, batch, warmup, accum, save_every, resume, threads, stop_at, augment, T, sample_every, users;
     int grad_checkpoint;
     double lr, wd, clip, ema, dropout, snr_gamma, beta_start, beta_end;
@@ -60,6 +60,8 @@ static const char *USAGE_TRAIN =
     "          checkpoints and stops after step K keeping the schedule of --steps\n"
     "device:   --device cpu|cuda|auto (auto: the GPU when there is one; the same steps as the CPU\n"
     "          within float rounding)  --threads N (CPU)\n"
+    "          --precision fp32|tf32|bf16: the GPU's GEMMs (fp32 master weights, AdamW and sums\n"
+    "          either way: bf16 is torch.autocast(bfloat16)'s mixed precision)\n"
     "common:   --seed S (0) --help\n";
 
 static TrainOptions parse_train(int argc, char **argv) {
@@ -69,7 +71,7 @@ static TrainOptions parse_train(int argc, char **argv) {
                       .pred = PRED_EPSILON};
     enum { O_IN = 256, O_CACHE, O_UNET, O_PRESET, O_STEPS, O_BATCH, O_LR, O_WARMUP, O_SCHED, O_ACCUM, O_WD, O_CLIP, O_EMA,
            O_SAVE, O_RESUME, O_METRICS, O_SEED, O_THREADS, O_STOP, O_AUG, O_PRED, O_BETA, O_T, O_BS, O_BE, O_SNR, O_DROP,
-           O_VAE, O_SEVERY, O_USERS, O_CKPT, O_DEVICE, O_HELP };
+           O_VAE, O_SEVERY, O_USERS, O_CKPT, O_DEVICE, O_PREC, O_HELP };
     static const struct option opts[] = {
         {"in", 1, 0, O_IN}, {"cache", 1, 0, O_CACHE}, {"unet", 1, 0, O_UNET}, {"preset", 1, 0, O_PRESET},
         {"steps", 1, 0, O_STEPS}, {"batch", 1, 0, O_BATCH}, {"lr", 1, 0, O_LR}, {"warmup", 1, 0, O_WARMUP},
@@ -79,7 +81,7 @@ static TrainOptions parse_train(int argc, char **argv) {
         {"prediction", 1, 0, O_PRED}, {"beta-schedule", 1, 0, O_BETA}, {"timesteps", 1, 0, O_T},
         {"beta-start", 1, 0, O_BS}, {"beta-end", 1, 0, O_BE}, {"snr-gamma", 1, 0, O_SNR}, {"cond-dropout", 1, 0, O_DROP},
         {"vae", 1, 0, O_VAE}, {"sample-every", 1, 0, O_SEVERY}, {"users", 1, 0, O_USERS}, {"grad-checkpoint", 0, 0, O_CKPT},
-        {"device", 1, 0, O_DEVICE}, {"help", 0, 0, O_HELP},
+        {"device", 1, 0, O_DEVICE}, {"precision", 1, 0, O_PREC}, {"help", 0, 0, O_HELP},
         {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -105,6 +107,12 @@ static TrainOptions parse_train(int argc, char **argv) {
                 cli_usage_error(TOOL, "--device must be cpu, cuda or auto");
             o.device = optarg;
             break;
+        case O_PREC: {
+            Precision pr;
+            if (precision_parse(optarg, &pr)) cli_usage_error(TOOL, "--precision must be fp32, tf32 or bf16");
+            o.precision = optarg;
+            break;
+        }
         case O_METRICS: o.metrics = optarg; break;
         case O_SEED: o.seed = (uint64_t)cli_parse_long(TOOL, "--seed", optarg, 0, (long)(~0UL >> 1)); break;
         case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
@@ -303,6 +311,7 @@ int diffuser_train_main(int argc, char **argv) {
     if (gpu) fprintf(stderr, "doppel-diffuser: training on %s\n", cuda_device_name());
     Compute cp;  // on the GPU: parameters, gradients, AdamW moments and EMA live there between checkpoints
     compute_init(&cp, &m->ps, &rng, gpu);
+    compute_precision(&cp, o.precision, "doppel-diffuser");
     Ctx *ctx = &cp.ctx;
     ParamSet *ps = ctx->ps;
     ctx->train = 1;

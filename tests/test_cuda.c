@@ -420,6 +420,63 @@ static void test_unet_small(void) {
     if (need_gpu()) unet_case("small", 8, ATOL, RTOL);
 }
 
+// ||a - b|| / ||b|| in double
+static double rel_l2(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), den += (double)b[i] * b[i];
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+// TF32 and bf16 GEMMs (cuda_set_precision) against the fp32 CPU, as relative L2 errors: TF32 keeps
+// a 10-bit mantissa in products, bf16 an 8-bit one (2^-9 = 2e-3 per operand); sums stay fp32.
+// Bounds: TF32 out/dsample 5e-3, gradients 1e-2; bf16 out/dsample 2e-2, gradients 5e-2.
+static void test_unet_small_mixed_precision(void) {
+    if (!need_gpu()) return;
+    UNetConfig c;
+    preset_unet("small", 5, &c);
+    UNet2DModel m;
+    unet_build(&m, &c);
+    Rng rng;
+    rng_seed(&rng, 21);
+    params_init(&m.ps, &rng);
+    Pass cpu, gpu;
+    unet_pass(&m, 0, 8, &cpu);
+    const Precision modes[2] = {PREC_TF32, PREC_BF16};
+    const char *names[2] = {"TF32", "bf16"};
+    const double bound_out[2] = {5e-3, 2e-2}, bound_grad[2] = {1e-2, 5e-2};
+    for (int k = 0; k < 2; k++) {
+        cuda_set_precision(modes[k]);
+        unet_pass(&m, 1, 8, &gpu);
+        cuda_set_precision(PREC_FP32);
+        double eo = rel_l2(gpu.out, cpu.out, cpu.n_out), ed = rel_l2(gpu.dx, cpu.dx, cpu.n_in),
+               eg = rel_l2(gpu.grad, cpu.grad, m.ps.total);
+        printf("  UNet small %s: relative L2 error output %.2e, dsample %.2e, parameter gradients %.2e\n", names[k], eo, ed,
+               eg);
+        EXPECT(eo <= bound_out[k] && ed <= bound_out[k] && eg <= bound_grad[k],
+               "%s: errors %.2e %.2e %.2e above %.0e / %.0e", names[k], eo, ed, eg, bound_out[k], bound_grad[k]);
+        EXPECT(eo > 0, "%s gave exactly the fp32 result: the mode did not take effect", names[k]);
+        free(gpu.out), free(gpu.dx), free(gpu.grad);
+    }
+    // the bf16 convolution path of its own (col written in bf16)
+    Conv2dDims d = {4, 64, 16, 16, 32, 3, 1, 1, 1, 1, 1};
+    size_t nin = (size_t)4 * 64 * 256, nout = (size_t)4 * 32 * 256, nw = (size_t)32 * 64 * 9;
+    float *x = rnd(nin), *w = rnd(nw), *y = xmalloc(nout * 4), *scratch = xmalloc(conv2d_scratch_floats(d) * 4);
+    float *x_d = up(x, nin), *w_d = up(w, nw), *y_d = cuda_malloc(nout * 4), *s_d = cuda_malloc(conv2d_scratch_floats_cuda(d) * 4);
+    float *yh = xmalloc(nout * 4);
+    conv2d_forward(y, x, w, NULL, scratch, d);
+    cuda_set_precision(PREC_BF16);
+    conv2d_forward_cuda(y_d, x_d, w_d, NULL, s_d, d, NULL);
+    cuda_set_precision(PREC_FP32);
+    cuda_download(yh, y_d, nout * 4);
+    double e = rel_l2(yh, y, nout);
+    printf("  conv2d 3x3 bf16: relative L2 error %.2e\n", e);
+    EXPECT(e > 0 && e <= 1e-2, "bf16 conv2d relative error %.2e (bound 1e-2)", e);
+    free(x), free(w), free(y), free(scratch), free(yh);
+    cuda_free(x_d), cuda_free(w_d), cuda_free(y_d), cuda_free(s_d);
+    free(cpu.out), free(cpu.dx), free(cpu.grad);
+    unet_free(&m);
+}
+
 static void test_vae_tiny(void) {
     if (!need_gpu()) return;
     VaeConfig c;
@@ -757,6 +814,20 @@ static void test_pipeline_gpu_stages(void) {
     float *g = cache_latents(PIPE "/gen_gpu.safetensors", &n1), *cpu = cache_latents(PIPE "/gen_cpu.safetensors", &n0);
     if (g && cpu && n0 == n1) EXPECT_CLOSE("sampled latents, GPU vs CPU (DPM-Solver++ 10 steps)", g, cpu, n0, 1e-3, 1e-3);
     else EXPECT(0, "latent caches missing or of different sizes (%zu vs %zu)", n1, n0);
+    free(g);
+    // the same samples with bf16 GEMMs
+    rc = proc_run((const char *[]){"doppel-diffuser", "sample", "--unet", dirs[0], "--users", "all", "--per-user", "2",
+                                   "--steps", "10", "--device", "cuda", "--precision", "bf16", "--cache",
+                                   PIPE "/gen_bf16.safetensors", NULL},
+                  120, &o, &e);
+    EXPECT(rc == 0, "sample --precision bf16: rc %d\n%s", rc, e);
+    free(o), free(e);
+    g = cache_latents(PIPE "/gen_bf16.safetensors", &n1);
+    if (g && cpu && n0 == n1) {
+        double err = rel_l2(g, cpu, n0);
+        printf("  sampled latents, bf16 GPU vs fp32 CPU: relative L2 error %.2e\n", err);
+        EXPECT(err > 0 && err <= 5e-2, "bf16 sampling: relative L2 error %.2e (bound 5e-2)", err);
+    }
     free(g), free(cpu);
     // the judge trains on the GPU from a loader stream
     port = free_port();
@@ -784,6 +855,7 @@ int main(void) {
     RUN(test_optim);
     RUN(test_unet_tiny);
     RUN(test_unet_small);
+    RUN(test_unet_small_mixed_precision);
     RUN(test_vae_tiny);
     RUN(test_vae_train_step);
     RUN(test_train_step);

@@ -29,3 +29,10 @@ int device_choose(const char *name, const char *who) {
 #endif
     return 0;
 }
+
+int precision_parse(const char *name, Precision *p) {
+    static const char *names[] = {"fp32", "tf32", "bf16"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, names[i])) return *p = (Precision)i, 0;
+    return -1;
+}

@@ -46,7 +46,15 @@ CUDA_FN void cuda_upload(void *dst, const void *src, size_t bytes);    // host -
 CUDA_FN void cuda_download(void *dst, const void *src, size_t bytes);  // device -> host (waits)
 CUDA_FN void cuda_zero(void *p, size_t bytes);
 CUDA_FN void cuda_sync(void);                 // waits for the GPU; dies on a kernel error
-CUDA_FN void cuda_set_tf32(int on);           // TF32 tensor-core GEMMs (off: exact fp32)
+// What the GEMMs (convolutions, linears, attention) compute in; everything else stays fp32, and
+// so do the parameters, gradients and optimizer state (fp32 master weights):
+//   fp32  cuBLAS single precision (the default; the reference the tests hold to 1e-4)
+//   tf32  TF32 tensor cores on fp32 data (10-bit mantissa products, fp32 sums)
+//   bf16  operands rounded to bfloat16, products summed in fp32 (as torch.autocast(bfloat16))
+typedef enum { PREC_FP32, PREC_TF32, PREC_BF16 } Precision;
+CUDA_FN void cuda_set_precision(Precision p);
+CUDA_FN Precision cuda_get_precision(void);
+int precision_parse(const char *name, Precision *p);  // "fp32" | "tf32" | "bf16": 0, else -1 (backend.c)
 extern CUDA_FN const ArenaMemory cuda_arena_memory;
 // A stream of its own for a context (compute_init makes one). The current stream orders
 // cuda_upload / cuda_download / cuda_zero and the arena's zero-fills; NULL is the default stream.

@@ -6,6 +6,7 @@
 
 static cublasHandle_t handle;
 static cudaDeviceProp prop;
+static Precision precision = PREC_FP32;
 
 extern "C" int cuda_probe(void) {
     int n = 0;
@@ -28,10 +29,12 @@ cublasHandle_t cublas_on(cudaStream_t s) {
     return handle;
 }
 
-extern "C" void cuda_set_tf32(int on) {
+extern "C" void cuda_set_precision(Precision p) {
     cublas_on(0);
-    CHECK_CUBLAS(cublasSetMathMode(handle, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    precision = p;
+    CHECK_CUBLAS(cublasSetMathMode(handle, p == PREC_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 }
+extern "C" Precision cuda_get_precision(void) { return precision; }
 
 extern "C" void *cuda_malloc(size_t bytes) {
     void *p = NULL;
@@ -162,6 +165,30 @@ double *cuda_reduce_buffer(size_t n) {
         buf = (double *)cuda_malloc(cap * sizeof(double));
     }
     return buf;
+}
+
+// two growable scratch buffers for bf16 copies of GEMM operands (bytes)
+void *cuda_cast_buffer(int slot, size_t bytes) {
+    static void *buf[2];
+    static size_t cap[2];
+    if (bytes > cap[slot]) {
+        cuda_sync();
+        cuda_free(buf[slot]);
+        cap[slot] = bytes + bytes / 4;
+        buf[slot] = cuda_malloc(cap[slot]);
+    }
+    return buf[slot];
+}
+
+__global__ void to_bf16_kernel(__nv_bfloat16 *out, const float *in, size_t n) {
+    GRID_STRIDE(i, n) out[i] = __float2bfloat16(in[i]);
+}
+
+const __nv_bfloat16 *cuda_to_bf16(int slot, const float *x, size_t n, cudaStream_t s) {
+    __nv_bfloat16 *b = (__nv_bfloat16 *)cuda_cast_buffer(slot, n * sizeof(__nv_bfloat16));
+    to_bf16_kernel<<<grid_for(n), THREADS, 0, s>>>(b, x, n);
+    CHECK_LAUNCH();
+    return b;
 }
 
 __global__ void fill_kernel(float *x, float v, size_t n) {

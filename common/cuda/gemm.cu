@@ -30,24 +30,34 @@ extern "C" void linear_backward_cuda(float *dinp, float *dweight, float *dbias, 
 }
 
 // ---- conv2d ----
+// bf16 scratch: col (CKK, m*P) bf16, then dtmp (OC, m*P) bf16, then fp32 (tmp or dcol); offsets in floats
+static size_t half_floats(size_t n) { return (n + 31) / 32 * 16; }  // n bf16s, rounded to 64 bytes
 #define CONV_CAP_CUDA ((size_t)64 << 20)  // floats of scratch per call (256 MB)
 
 static int conv_chunk_cuda(Conv2dDims d) { return conv2d_chunk(d, CONV_CAP_CUDA); }
 
+// fp32: col (CKK, ld) + tmp (OC, ld) floats; bf16: col and dtmp in bf16 + dcol (CKK, ld) fp32 (at most
+// 1.5x), whichever precision runs
 extern "C" size_t conv2d_scratch_floats_cuda(Conv2dDims d) {
     size_t P = (size_t)conv2d_oh(d) * conv2d_ow(d), CKK = (size_t)d.C * d.K * d.K;
-    return (size_t)conv_chunk_cuda(d) * P * (CKK + d.OC);
+    size_t ld = (size_t)conv_chunk_cuda(d) * P;
+    return half_floats(CKK * ld) + half_floats(d.OC * ld) + (CKK > (size_t)d.OC ? CKK : d.OC) * ld + 64;
 }
 
+// stores in fp32, or rounded to bf16 for bf16 GEMMs
+__device__ inline void put(float *p, float v) { *p = v; }
+__device__ inline void put(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+
 // col (CKK, m*P): element (row r = (c, kh, kw), column i*P + oh*OW + ow)
-__global__ void im2col_kernel(float *col, const float *x, int m, Conv2dDims d, int OH, int OW) {
+template <typename T>
+__global__ void im2col_kernel(T *col, const float *x, int m, Conv2dDims d, int OH, int OW) {
     size_t P = (size_t)OH * OW, ld = (size_t)m * P, n = (size_t)d.C * d.K * d.K * ld;
     GRID_STRIDE(j, n) {
         size_t r = j / ld, q = j % ld;
         int i = (int)(q / P), p = (int)(q % P), oh = p / OW, ow = p % OW;
         int kw = (int)(r % d.K), kh = (int)(r / d.K % d.K), c = (int)(r / ((size_t)d.K * d.K));
         int ih = oh * d.stride - d.pad_t + kh, iw = ow * d.stride - d.pad_l + kw;
-        col[j] = ih >= 0 && ih < d.H && iw >= 0 && iw < d.W ? x[(((size_t)i * d.C + c) * d.H + ih) * d.W + iw] : 0.0f;
+        put(&col[j], ih >= 0 && ih < d.H && iw >= 0 && iw < d.W ? x[(((size_t)i * d.C + c) * d.H + ih) * d.W + iw] : 0.0f);
     }
 }
 
@@ -85,13 +95,24 @@ __global__ void scatter_out_kernel(float *out, const float *tmp, const float *bi
     }
 }
 // dtmp (OC, m*P) = dout (m, OC, P) rearranged
-__global__ void gather_dout_kernel(float *dtmp, const float *dout, int m, int OC, size_t P) {
+template <typename T>
+__global__ void gather_dout_kernel(T *dtmp, const float *dout, int m, int OC, size_t P) {
     size_t n = (size_t)m * OC * P, ld = (size_t)m * P;
     GRID_STRIDE(j, n) {
         size_t p = j % P, oc = j / P % OC, i = j / (P * OC);
-        dtmp[oc * ld + i * P + p] = dout[j];
+        put(&dtmp[oc * ld + i * P + p], dout[j]);
     }
 }
+
+// dbias[oc] += sum over the m images and P pixels of dout (one block per channel, in double)
+__global__ void conv_dbias_kernel(float *dbias, const float *dout, int m, int OC, size_t P) {
+    int oc = blockIdx.x;
+    double acc = 0;
+    for (size_t j = threadIdx.x; j < (size_t)m * P; j += blockDim.x) acc += dout[((j / P) * OC + oc) * P + j % P];
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) dbias[oc] += (float)acc;
+}
+
 
 extern "C" void conv2d_forward_cuda(float *out, const float *inp, const float *weight, const float *bias, float *scratch,
                                     Conv2dDims d, cudaStream_t s) {
@@ -101,6 +122,17 @@ extern "C" void conv2d_forward_cuda(float *out, const float *inp, const float *w
     for (int n0 = 0; n0 < d.N; n0 += nb) {
         int m = d.N - n0 < nb ? d.N - n0 : nb;
         size_t ld = (size_t)m * P;
+        if (cuda_get_precision() == PREC_BF16) {  // col straight in bf16: half the bytes, no cast pass
+            __nv_bfloat16 *col = (__nv_bfloat16 *)scratch;
+            float *tmp = scratch + half_floats(CKK * ld) + half_floats(d.OC * ld);
+            im2col_kernel<<<grid_for(CKK * ld), THREADS, 0, s>>>(col, inp + n0 * in_sz, m, d, OH, OW);
+            CHECK_LAUNCH();
+            const __nv_bfloat16 *w = cuda_to_bf16(0, weight, (size_t)d.OC * CKK, s);
+            gemm_rm_bf16(s, false, false, d.OC, (int)ld, (int)CKK, 1.0f, w, (int)CKK, col, (int)ld, 0.0f, tmp, (int)ld);
+            scatter_out_kernel<<<grid_for(d.OC * ld), THREADS, 0, s>>>(out + (size_t)n0 * d.OC * P, tmp, bias, m, d.OC, P);
+            CHECK_LAUNCH();
+            continue;
+        }
         float *col = scratch, *tmp = scratch + CKK * ld;  // (CKK, m*P), (OC, m*P)
         im2col_kernel<<<grid_for(CKK * ld), THREADS, 0, s>>>(col, inp + n0 * in_sz, m, d, OH, OW);
         CHECK_LAUNCH();
@@ -119,11 +151,33 @@ extern "C" void conv2d_backward_cuda(float *dinp, float *dweight, float *dbias, 
     for (int n0 = 0; n0 < d.N; n0 += nb) {
         int m = d.N - n0 < nb ? d.N - n0 : nb;
         size_t ld = (size_t)m * P;
+        // in the forward pass this was: out = weight @ col + bias
+        if (dbias) {
+            conv_dbias_kernel<<<d.OC, THREADS, 0, s>>>(dbias, dout + n0 * out_sz, m, d.OC, P);
+            CHECK_LAUNCH();
+        }
+        if (cuda_get_precision() == PREC_BF16) {
+            __nv_bfloat16 *col = (__nv_bfloat16 *)scratch, *dtmp = (__nv_bfloat16 *)(scratch + half_floats(CKK * ld));
+            float *dcol = scratch + half_floats(CKK * ld) + half_floats(d.OC * ld);
+            gather_dout_kernel<<<grid_for(d.OC * ld), THREADS, 0, s>>>(dtmp, dout + n0 * out_sz, m, d.OC, P);
+            CHECK_LAUNCH();
+            if (dweight) {
+                im2col_kernel<<<grid_for(CKK * ld), THREADS, 0, s>>>(col, inp + n0 * in_sz, m, d, OH, OW);
+                CHECK_LAUNCH();
+                gemm_rm_bf16(s, false, true, d.OC, (int)CKK, (int)ld, 1.0f, dtmp, (int)ld, col, (int)ld, 1.0f, dweight,
+                             (int)CKK);
+            }
+            if (dinp) {
+                const __nv_bfloat16 *w = cuda_to_bf16(0, weight, (size_t)d.OC * CKK, s);
+                gemm_rm_bf16(s, true, false, (int)CKK, (int)ld, d.OC, 1.0f, w, (int)CKK, dtmp, (int)ld, 0.0f, dcol, (int)ld);
+                col2im_add_kernel<<<grid_for((size_t)m * in_sz), THREADS, 0, s>>>(dinp + n0 * in_sz, dcol, m, d, OH, OW);
+                CHECK_LAUNCH();
+            }
+            continue;
+        }
         float *col = scratch, *dtmp = scratch + CKK * ld;  // (CKK, m*P), (OC, m*P)
         gather_dout_kernel<<<grid_for(d.OC * ld), THREADS, 0, s>>>(dtmp, dout + n0 * out_sz, m, d.OC, P);
         CHECK_LAUNCH();
-        // in the forward pass this was: out = weight @ col + bias
-        if (dbias) gemv_rm(s, d.OC, (int)ld, 1.0f, dtmp, (int)ld, cuda_ones(ld), 1.0f, dbias);
         if (dweight) {
             im2col_kernel<<<grid_for(CKK * ld), THREADS, 0, s>>>(col, inp + n0 * in_sz, m, d, OH, OW);
             CHECK_LAUNCH();

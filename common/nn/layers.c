@@ -27,8 +27,10 @@ void compute_init(Compute *c, ParamSet *ps, Rng *rng, int gpu) {
     if (gpu) {
         cudaStream_t s = cuda_stream_create();  // a stream of its own: sampling can record CUDA graphs on it
         cuda_set_current_stream(s);
-        const char *tf32 = getenv("DOPPEL_TF32");  // TF32 tensor-core GEMMs: ~1.5x on large models, ~1e-3 relative
-        cuda_set_tf32(tf32 && !strcmp(tf32, "1"));
+        Precision p = PREC_FP32;  // DOPPEL_PRECISION=tf32|bf16: GEMMs on tensor cores (cuda.h)
+        const char *prec = getenv("DOPPEL_PRECISION");
+        if (prec && precision_parse(prec, &p)) DIE("DOPPEL_PRECISION=%s: use fp32, tf32 or bf16", prec);
+        cuda_set_precision(p);
         arena_init_on(&c->arena, 0, &cuda_arena_memory);
         cuda_params_mirror(&c->mirror, ps);
         ctx_init_cuda(&c->ctx, &c->mirror, &c->arena, rng);
@@ -41,6 +43,14 @@ void compute_init(Compute *c, ParamSet *ps, Rng *rng, int gpu) {
 
 void compute_params_to_host(Compute *c) {
     if (c->ctx.cuda) cuda_params_to_host(c->host, &c->mirror);
+}
+
+void compute_precision(Compute *c, const char *name, const char *who) {
+    Precision p;
+    if (!name) return;
+    CHECK(precision_parse(name, &p) == 0, "compute_precision: '%s' is not fp32, tf32 or bf16", name);
+    if (c->ctx.cuda) cuda_set_precision(p);
+    else if (p != PREC_FP32) fprintf(stderr, "%s: --precision %s applies to the GPU; the CPU computes in fp32\n", who, name);
 }
 
 void compute_zero_grad(Compute *c) {

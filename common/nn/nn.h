@@ -60,6 +60,9 @@ typedef struct {
 void compute_init(Compute *c, ParamSet *ps, Rng *rng, int gpu);
 void compute_params_to_host(Compute *c);
 void compute_zero_grad(Compute *c);
+// a stage's --precision (NULL: keep DOPPEL_PRECISION's or fp32); on the CPU anything but fp32 is
+// reported as not applying
+void compute_precision(Compute *c, const char *name, const char *who);
 void compute_free(Compute *c);
 
 // OP(ctx, name, args...): the op `name` of ops/ops.h on the CPU, or its twin name_cuda (same
