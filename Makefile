@@ -31,7 +31,7 @@ CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib))
 NVCCFLAGS := -O2 -std=c++17 -Icommon -DDOPPEL_CUDA -MMD -MP -gencode arch=compute_90,code=sm_90 \
              -gencode arch=compute_90,code=compute_90 -Xcompiler -Wall
 CFLAGS  += -DDOPPEL_CUDA
-LDLIBS  += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcublas -lcudart -lstdc++
+LDLIBS  += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcufft -lcublas -lcudart -lstdc++
 endif
 
 LIB_SRCS  := $(wildcard common/*.c common/*/*.c)

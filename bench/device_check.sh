@@ -10,7 +10,7 @@ if [ "${1:-}" = pack ]; then
   rm -rf .devlibs && mkdir -p .devlibs/lib
   for f in $(ldd bin/doppel-* build/tests/test_cuda build/bench/bench_cuda | awk '{print $3}' | grep / | sort -u); do
     case $(basename "$f") in  # the C/C++ runtimes and CUDA's own libraries are there already
-      libc.so*|libm.so*|libstdc++*|libgcc_s*|libresolv*|libpthread*|libdl.so*|librt.so*|libcublas*|libcudart*) continue ;;
+      libc.so*|libm.so*|libstdc++*|libgcc_s*|libresolv*|libpthread*|libdl.so*|librt.so*|libcublas*|libcudart*|libcufft*) continue ;;
     esac
     cp -L "$f" .devlibs/lib/
   done
@@ -22,11 +22,16 @@ out=${OUT:-/tmp/doppel-gpu}
 mkdir -p "$out" /tmp/devlibs
 tar xJf .devlibs/libs.tar.xz -C /tmp/devlibs
 cublas=$(find /usr/local /opt /usr/lib -name 'libcublas.so.13' 2>/dev/null | head -1)
-export LD_LIBRARY_PATH=/tmp/devlibs/lib${cublas:+:$(dirname "$cublas")}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+cufft=$(find /usr/local /opt /usr/lib -name 'libcufft.so.12' 2>/dev/null | head -1)
+export LD_LIBRARY_PATH=/tmp/devlibs/lib${cublas:+:$(dirname "$cublas")}${cufft:+:$(dirname "$cufft")}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 ldd build/tests/test_cuda | grep 'not found' && echo "missing libraries (above)"
 echo "== make test-cuda"
-timeout "${TEST_TIMEOUT:-240}" build/tests/test_cuda 2>&1 | tee "$out/test_cuda.log" | grep -v '^PASS' | tail -80
+for t in build/tests/test_cuda build/tests/test_cuda_*; do
+  [ -x "$t" ] || continue
+  timeout "${TEST_TIMEOUT:-240}" "$t" 2>&1 | tee "$out/$(basename "$t").log" | grep -v '^PASS\|^  close' | tail -40
+done
+[ -n "${TESTS_ONLY:-}" ] && exit 0
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site

@@ -97,7 +97,7 @@ static const char *USAGE_SAMPLE =
     "  --timeout S          give up when no decoder takes a frame for S seconds (300)\n"
     "  --device cpu|cuda|auto  where the UNet runs (auto: the GPU when there is one; classifier\n"
     "                       guidance runs on the CPU)\n"
-    "  --precision fp32|tf32|bf16  the GPU's GEMMs: fp32 (default), TF32 or bf16 tensor cores\n"
+    "  --precision fp32|tf32|bf16|fp16  the GPU's GEMMs: fp32 (default), TF32, bf16 or fp16 tensor cores\n"
     "                       (fp32 weights and sums either way; DOPPEL_PRECISION sets the default)\n"
     "  --threads N  --help\n";
 
@@ -140,7 +140,7 @@ static SampleOptions parse_sample(int argc, char **argv) {
             break;
         case O_PREC: {
             Precision pr;
-            if (precision_parse(optarg, &pr)) cli_usage_error(TOOL, "--precision must be fp32, tf32 or bf16");
+            if (precision_parse(optarg, &pr)) cli_usage_error(TOOL, "--precision must be fp32, tf32, bf16 or fp16");
             o.precision = optarg;
             break;
         }

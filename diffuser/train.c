@@ -18,6 +18,7 @@
 #include "optim/lr_schedule.h"
 #include "plot/plot.h"
 #include "diffuser.h"
+#include "optim/loss_scale.h"
 
 typedef struct {
     const char *in, *cache, *unet, *preset, *metrics, *vae, *device, *precision;
@@ -60,8 +61,9 @@ static const char *USAGE_TRAIN =
     "          checkpoints and stops after step K keeping the schedule of --steps\n"
     "device:   --device cpu|cuda|auto (auto: the GPU when there is one; the same steps as the CPU\n"
     "          within float rounding)  --threads N (CPU)\n"
-    "          --precision fp32|tf32|bf16: the GPU's GEMMs (fp32 master weights, AdamW and sums\n"
-    "          either way: bf16 is torch.autocast(bfloat16)'s mixed precision)\n"
+    "          --precision fp32|tf32|bf16|fp16: the GPU's GEMMs (fp32 master weights, AdamW and\n"
+    "          sums either way: bf16 is torch.autocast(bfloat16)'s mixed precision; fp16 adds\n"
+    "          dynamic loss scaling as torch's GradScaler, the scale in metrics.jsonl)\n"
     "common:   --seed S (0) --help\n";
 
 static TrainOptions parse_train(int argc, char **argv) {
@@ -109,7 +111,7 @@ static TrainOptions parse_train(int argc, char **argv) {
             break;
         case O_PREC: {
             Precision pr;
-            if (precision_parse(optarg, &pr)) cli_usage_error(TOOL, "--precision must be fp32, tf32 or bf16");
+            if (precision_parse(optarg, &pr)) cli_usage_error(TOOL, "--precision must be fp32, tf32, bf16 or fp16");
             o.precision = optarg;
             break;
         }
@@ -312,6 +314,9 @@ int diffuser_train_main(int argc, char **argv) {
     Compute cp;  // on the GPU: parameters, gradients, AdamW moments and EMA live there between checkpoints
     compute_init(&cp, &m->ps, &rng, gpu);
     compute_precision(&cp, o.precision, "doppel-diffuser");
+    LossScaler scaler;  // fp16 GEMMs: dynamic loss scaling, as torch's GradScaler
+    loss_scaler_init(&scaler, gpu && cuda_get_precision() == PREC_FP16);
+    if (scaler.enabled) fprintf(stderr, "doppel-diffuser: fp16 GEMMs with dynamic loss scaling (from %g)\n", (double)scaler.scale);
     Ctx *ctx = &cp.ctx;
     ParamSet *ps = ctx->ps;
     ctx->train = 1;
@@ -342,14 +347,20 @@ int diffuser_train_main(int argc, char **argv) {
             }
             batch_no++;
             DiffusionLosses l;
-            diffusion_train_step(ctx, m, &u.sched, x, y, &lc, 1.0f / o.accum, &l);
+            diffusion_train_step(ctx, m, &u.sched, x, y, &lc, scaler.scale / o.accum, &l);
             sum.loss += l.loss / o.accum, sum.mse += l.mse / o.accum, sum.dropped += l.dropped, n += x.N;
         }
         if (!ok) {
             fprintf(stderr, "doppel-diffuser: the stream ended at step %lld\n", (long long)opt.step);
             break;
         }
-        if (!isfinite(sum.loss) || !OP(ctx, grads_finite, ps)) {
+        float unscale;
+        int finite = isfinite(sum.loss) && OP(ctx, grads_finite, ps);
+        if (scaler.enabled && !loss_scaler_update(&scaler, finite, &unscale) && isfinite(sum.loss)) {
+            continue;  // an fp16 overflow in the gradients: the step is skipped and the scale halved
+        }
+        if (scaler.enabled && finite) OP(ctx, grads_scale, ps, unscale);
+        if (!finite) {
             fprintf(stderr, "doppel-diffuser: step %lld: loss or gradients are not finite; skipping the step\n",
                     (long long)opt.step + 1);
             if (++fails >= 5) {
@@ -367,8 +378,8 @@ int diffuser_train_main(int argc, char **argv) {
         history_add(&hist, opt.step, sum.loss);
         if (ml) {
             char line[384];
-            snprintf(line, sizeof(line), "{\"step\":%lld,\"loss\":%.6g,\"mse\":%.6g,\"dropped\":%d,\"samples\":%d,\"grad_norm\":%.6g,\"lr\":%.6g}",
-                     (long long)opt.step, sum.loss, sum.mse, sum.dropped, n, norm, lr);
+            snprintf(line, sizeof(line), "{\"step\":%lld,\"loss\":%.6g,\"mse\":%.6g,\"dropped\":%d,\"samples\":%d,\"grad_norm\":%.6g,\"lr\":%.6g,\"loss_scale\":%g}",
+                     (long long)opt.step, sum.loss, sum.mse, sum.dropped, n, norm, lr, (double)scaler.scale);
             metrics_write(ml, line);
         }
         char extra[96];

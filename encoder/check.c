@@ -56,22 +56,23 @@ static const char *USAGE =
     "  --batch B          images per VAE forward pass (16)\n"
     "  --timeout S        give up after S s without a frame (0: wait forever; 0)\n"
     "  --threads N        worker threads (all cores)\n"
+    "  --device cpu|cuda|auto  where the VAE runs (auto: the GPU when there is one)\n"
     "  --help, --version\n"
     "exit status: 0 done, 1 runtime error (bad VAE folder, images of the wrong shape, timeout), 2 usage\n";
 
 typedef struct {
-    const char *vae, *in, *report;
+    const char *vae, *in, *report, *device;
     long max;
     int grid_users, grid_samples, batch, timeout_s, threads;
 } Options;
 
 static Options parse_args(int argc, char **argv) {
-    Options o = {.grid_users = 6, .grid_samples = 4, .batch = 16};
-    enum { O_VAE = 256, O_IN, O_REPORT, O_MAX, O_GU, O_GS, O_BATCH, O_TIMEOUT, O_THREADS, O_HELP, O_VERSION };
+    Options o = {.grid_users = 6, .grid_samples = 4, .batch = 16, .device = "auto"};
+    enum { O_VAE = 256, O_IN, O_REPORT, O_MAX, O_GU, O_GS, O_BATCH, O_TIMEOUT, O_THREADS, O_DEVICE, O_HELP, O_VERSION };
     static const struct option opts[] = {
         {"vae", 1, 0, O_VAE}, {"in", 1, 0, O_IN}, {"report", 1, 0, O_REPORT}, {"max", 1, 0, O_MAX},
         {"grid-users", 1, 0, O_GU}, {"grid-samples", 1, 0, O_GS}, {"batch", 1, 0, O_BATCH},
-        {"timeout", 1, 0, O_TIMEOUT}, {"threads", 1, 0, O_THREADS}, {"help", 0, 0, O_HELP},
+        {"timeout", 1, 0, O_TIMEOUT}, {"threads", 1, 0, O_THREADS}, {"device", 1, 0, O_DEVICE}, {"help", 0, 0, O_HELP},
         {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
     optind = 0;  // glibc: a full rescan, whatever the dispatching main did with getopt
     int c;
@@ -86,6 +87,11 @@ static Options parse_args(int argc, char **argv) {
         case O_BATCH: o.batch = (int)cli_parse_long(TOOL, "--batch", optarg, 1, 4096); break;
         case O_TIMEOUT: o.timeout_s = (int)cli_parse_long(TOOL, "--timeout", optarg, 0, 1 << 30); break;
         case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
+        case O_DEVICE:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
+                cli_usage_error(TOOL, "--device must be cpu, cuda or auto, not '%s'", optarg);
+            o.device = optarg;
+            break;
         case O_HELP: fputs(USAGE, stdout); exit(EXIT_OK);
         case O_VERSION: cli_print_version("encoder"); exit(EXIT_OK);
         default: cli_usage_error(TOOL, "unknown option");
@@ -147,9 +153,9 @@ typedef struct {
     AutoencoderKL *model;
     int C, H, W, L, h, w;  // image (C, H, W), latent (L, h, w)
     int batch, grid_users, grid_samples;
-    Arena arena;
+    Compute cp;                   // the VAE on the chosen device
     Rng rng;
-    Ctx ctx;
+    float *momh, *yh;             // (batch, 2L, h, w) moments and (batch, C, H, W) reconstructions, host
     // per sample
     int n, cap;
     int *bucket;
@@ -165,7 +171,7 @@ typedef struct {
     int *gcount, *bcount;         // (n_buckets) grid samples kept, samples seen
 } Check;
 
-static void check_init(Check *ck, AutoencoderKL *m, int batch, int grid_users, int grid_samples) {
+static void check_init(Check *ck, AutoencoderKL *m, int batch, int grid_users, int grid_samples, int gpu) {
     memset(ck, 0, sizeof(*ck));
     ck->model = m;
     const VaeConfig *c = &m->cfg;
@@ -173,15 +179,16 @@ static void check_init(Check *ck, AutoencoderKL *m, int batch, int grid_users, i
     ck->C = c->in_channels, ck->H = ck->W = c->sample_size;
     ck->L = c->latent_channels, ck->h = ck->w = c->sample_size / f;
     ck->batch = batch, ck->grid_users = grid_users, ck->grid_samples = grid_samples;
-    arena_init(&ck->arena, 0);
     rng_seed(&ck->rng, 0);
-    ctx_init(&ck->ctx, &m->ps, &ck->arena, &ck->rng);
+    compute_init(&ck->cp, &m->ps, &ck->rng, gpu);
+    ck->momh = xmalloc((size_t)batch * 2 * ck->L * ck->h * ck->w * sizeof(float));
+    ck->yh = xmalloc((size_t)batch * ck->C * ck->H * ck->W * sizeof(float));
     ck->lat = xcalloc((size_t)ck->L, sizeof(RunStats));
 }
 
 static void check_free(Check *ck) {
-    ctx_free(&ck->ctx);
-    arena_free(&ck->arena);
+    compute_free(&ck->cp);
+    free(ck->momh), free(ck->yh);
     free(ck->bucket), free(ck->seed), free(ck->psnr), free(ck->ssim), free(ck->l1), free(ck->lat);
     for (int b = 0; b < ck->n_buckets; b++) free(ck->gorig[b]), free(ck->grecon[b]);
     free(ck->gorig), free(ck->grecon), free(ck->gcount), free(ck->bcount);
@@ -224,26 +231,30 @@ static void grid_keep(Check *ck, int b, const float *x, const float *y) {
 static void check_chunk(Check *ck, const float *x, const int *bucket, const int64_t *seed, int N) {
     int C = ck->C, H = ck->H, W = ck->W, L = ck->L;
     size_t per = (size_t)C * H * W, hw = (size_t)ck->h * ck->w;
-    arena_reset(&ck->arena);
-    Tensor xt = ctx_tensor(&ck->ctx, N, C, H, W);
-    memcpy(xt.d, x, N * per * sizeof(float));
-    Tensor mom = vae_encode(&ck->ctx, ck->model, xt);   // [N, 2L, h, w] = [mean; logvar]
-    Tensor z = ctx_tensor(&ck->ctx, N, L, mom.H, mom.W);  // [N, L, h, w] posterior mean
-    for (int k = 0; k < N; k++) memcpy(z.d + k * L * hw, mom.d + k * 2 * L * hw, L * hw * sizeof(float));
-    Tensor y = vae_decode(&ck->ctx, ck->model, z);       // [N, C, H, W]
+    Ctx *ctx = &ck->cp.ctx;
+    arena_reset(&ck->cp.arena);
+    Tensor xt = ctx_tensor(ctx, N, C, H, W);
+    ctx_put(ctx, xt.d, x, N * per * sizeof(float));
+    Tensor mom = vae_encode(ctx, ck->model, xt);         // [N, 2L, h, w] = [mean; logvar]
+    float *momh = ck->momh, *yh = ck->yh;
+    ctx_get(ctx, momh, mom.d, (size_t)N * 2 * L * hw * sizeof(float));
+    Tensor z = ctx_tensor(ctx, N, L, mom.H, mom.W);      // [N, L, h, w] posterior mean
+    for (int k = 0; k < N; k++) OP(ctx, copy_floats, z.d + k * L * hw, mom.d + k * 2 * L * hw, L * hw);
+    Tensor y = vae_decode(ctx, ck->model, z);             // [N, C, H, W]
     CHECK(y.C == C && y.H == H && y.W == W, "decoder output (%d, %d, %d) != input (%d, %d, %d)", y.C, y.H, y.W, C, H, W);
-    for (size_t i = 0; i < N * per; i++) y.d[i] = y.d[i] < -1 ? -1 : y.d[i] > 1 ? 1 : y.d[i];
+    ctx_get(ctx, yh, y.d, N * per * sizeof(float));
+    for (size_t i = 0; i < N * per; i++) yh[i] = yh[i] < -1 ? -1 : yh[i] > 1 ? 1 : yh[i];
 
-    float *kl = arena_floats(&ck->arena, (size_t)N);
-    kl_forward(kl, mom.d, N, L, (int)hw);
+    float *kl = xmalloc((size_t)N * sizeof(float));
+    kl_forward(kl, momh, N, L, (int)hw);
     for (int c = 0; c < L; c++) {
-        RunStats s = stats_of(z.d + c * hw, N, L * hw, hw);
+        RunStats s = stats_of(momh + c * hw, N, 2 * L * hw, hw);
         stats_merge(&ck->lat[c], &s);
         stats_merge(&ck->lat_all, &s);
     }
     for (int k = 0; k < N; k++) {
         ck->kl_sum += kl[k];
-        const float *lv = mom.d + (2 * (size_t)k + 1) * L * hw;
+        const float *lv = momh + (2 * (size_t)k + 1) * L * hw;
         for (size_t i = 0; i < L * hw; i++) ck->post_std_sum += exp(0.5 * fmin(fmax(lv[i], -30.0), 20.0));
     }
 
@@ -257,7 +268,7 @@ static void check_chunk(Check *ck, const float *x, const int *bucket, const int6
     }
 #pragma omp parallel for schedule(dynamic, 1)
     for (int k = 0; k < N; k++) {
-        const float *a = x + k * per, *b = y.d + k * per;
+        const float *a = x + k * per, *b = yh + k * per;
         ck->psnr[ck->n + k] = psnr(a, b, per, DATA_RANGE);
         ck->ssim[ck->n + k] = ssim(a, b, C, H, W, DATA_RANGE);
         ck->l1[ck->n + k] = mean_abs(a, b, per);
@@ -267,9 +278,10 @@ static void check_chunk(Check *ck, const float *x, const int *bucket, const int6
         ck->bucket[ck->n + k] = bucket[k];
         ck->seed[ck->n + k] = seed ? seed[k] : -1;
         ck->bcount[bucket[k]]++;
-        grid_keep(ck, bucket[k], x + k * per, y.d + k * per);
+        grid_keep(ck, bucket[k], x + k * per, yh + k * per);
     }
     ck->n += N;
+    free(kl);
 }
 
 // scores N images (any N; split into passes of at most ck->batch)
@@ -639,7 +651,9 @@ int encoder_check_main(int argc, char **argv) {
         return EXIT_RUNTIME;
     }
     Check ck;
-    check_init(&ck, &vae.model, o.batch, o.grid_users, o.grid_samples);
+    int gpu = device_choose(o.device, "doppel-encoder");
+    if (gpu) fprintf(stderr, MSG "checking on %s\n", cuda_device_name());
+    check_init(&ck, &vae.model, o.batch, o.grid_users, o.grid_samples, gpu);
     fprintf(stderr, MSG "VAE %s (%dx%dx%d -> %dx%dx%d, %zu parameters), reading %s\n", o.vae, ck.C, ck.H, ck.W, ck.L, ck.h,
             ck.w, vae.model.ps.total, o.in);
     RunInfo ri = {.vae_dir = o.vae, .endpoint = o.in, .vae = &vae, .stream_total = -1, .stopped_by = "interrupt"};

@@ -199,6 +199,7 @@ static void save_disc(PatchDiscriminator *d, const char *dir, int64_t step, cons
     json_t *cfg = json_pack("{s:s, s:i, s:i, s:s}", "_class_name", "NLayerDiscriminator", "ndf", 32, "n_layers", 3,
                             "norm", "GroupNorm");
     TrainMeta meta = {step, *rng};
+    patch_disc_to_host(d);  // from the GPU when it trains there
     if (checkpoint_save_model(dir, &d->ps, d->ps.data, cfg, err, sizeof(err)) ||
         checkpoint_save_state(dir, &d->ps, &meta, err, sizeof(err)))
         fprintf(stderr, "doppel-encoder: discriminator checkpoint failed: %s\n", err);
@@ -296,15 +297,11 @@ static int train(Options o) {
     MetricsLog *ml = metrics_open(o.metrics ? o.metrics : path, err, sizeof(err));
     if (!ml) fprintf(stderr, "doppel-encoder: no metrics log: %s\n", err);
     LossHistory hist = {0};
-    // the GPU takes the base losses (reconstruction + KL); SSIM, spectral and the discriminator are CPU-only
     int gpu = device_choose(o.device, "doppel-encoder");
-    if (gpu && (o.ssim_w > 0 || o.spec_w > 0 || o.disc_w > 0)) {
-        fprintf(stderr, "doppel-encoder: the SSIM, spectral and discriminator terms have no CUDA twins yet: training on the CPU\n");
-        gpu = 0;
-    }
     if (gpu) fprintf(stderr, "doppel-encoder: training on %s\n", cuda_device_name());
     Compute cp;
     compute_init(&cp, &m->ps, &rng, gpu);
+    if (gpu && o.disc_w > 0) patch_disc_to_gpu(&disc);  // D's parameters and AdamW moments on the GPU too
     Ctx *ctx = &cp.ctx;
     ParamSet *ps = ctx->ps;
     float *momh = NULL;  // the moments on the host, for the latent statistics

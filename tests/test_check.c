@@ -153,8 +153,8 @@ static void test_check_in_process(void) {
         memcpy(xr + i * 1024, x + (14 - i) * 1024, 1024 * sizeof(float));
     }
     Check a, b;
-    check_init(&a, &v.model, 4, 2, 4);
-    check_init(&b, &v.model, 16, 2, 4);
+    check_init(&a, &v.model, 4, 2, 4, 0);
+    check_init(&b, &v.model, 16, 2, 4, 0);
     check_images(&a, xr, rev, rseed, 7);  // two calls, uneven passes of 4
     check_images(&a, xr + 7 * 1024, rev + 7, rseed + 7, 8);
     check_images(&b, x, bucket, seed, 15);

@@ -427,9 +427,10 @@ static double rel_l2(const float *a, const float *b, size_t n) {
     return sqrt(num / (den > 0 ? den : 1));
 }
 
-// TF32 and bf16 GEMMs (cuda_set_precision) against the fp32 CPU, as relative L2 errors: TF32 keeps
-// a 10-bit mantissa in products, bf16 an 8-bit one (2^-9 = 2e-3 per operand); sums stay fp32.
-// Bounds: TF32 out/dsample 5e-3, gradients 1e-2; bf16 out/dsample 2e-2, gradients 5e-2.
+// TF32, bf16 and fp16 GEMMs (cuda_set_precision) against the fp32 CPU, as relative L2 errors: TF32
+// and fp16 keep a 10-bit mantissa in products, bf16 a 7-bit one (2^-8 = 4e-3 per operand); sums
+// stay fp32. Bounds: TF32 and fp16 out/dsample 5e-3, gradients 1e-2 (TF32) / 2e-2 (fp16);
+// bf16 out/dsample 2e-2, gradients 5e-2.
 static void test_unet_small_mixed_precision(void) {
     if (!need_gpu()) return;
     UNetConfig c;
@@ -441,10 +442,10 @@ static void test_unet_small_mixed_precision(void) {
     params_init(&m.ps, &rng);
     Pass cpu, gpu;
     unet_pass(&m, 0, 8, &cpu);
-    const Precision modes[2] = {PREC_TF32, PREC_BF16};
-    const char *names[2] = {"TF32", "bf16"};
-    const double bound_out[2] = {5e-3, 2e-2}, bound_grad[2] = {1e-2, 5e-2};
-    for (int k = 0; k < 2; k++) {
+    const Precision modes[3] = {PREC_TF32, PREC_BF16, PREC_FP16};
+    const char *names[3] = {"TF32", "bf16", "fp16"};
+    const double bound_out[3] = {5e-3, 2e-2, 5e-3}, bound_grad[3] = {1e-2, 5e-2, 2e-2};
+    for (int k = 0; k < 3; k++) {
         cuda_set_precision(modes[k]);
         unet_pass(&m, 1, 8, &gpu);
         cuda_set_precision(PREC_FP32);
@@ -596,6 +597,70 @@ static void test_vae_train_step(void) {
     if (!need_gpu()) return;
     vae_train_case("tiny", 4, 32);
     vae_train_case("small", 4, 64);
+}
+
+// two VAE training steps with every term: L1 + KL + SSIM + spectral + the patch discriminator
+// (adaptive weight, its own AdamW step), GPU against CPU; both discriminators start equal
+static void test_vae_train_step_all_terms(void) {
+    if (!need_gpu()) return;
+    VaeConfig c;
+    preset_vae("tiny", &c);
+    c.sample_size = 32;
+    AutoencoderKL m;
+    vae_build(&m, &c);
+    Rng init;
+    rng_seed(&init, 16);
+    params_init(&m.ps, &init);
+    PatchDiscriminator dc_, dg_;
+    patch_disc_build(&dc_, c.in_channels, 32, 3), patch_disc_build(&dg_, c.in_channels, 32, 3);
+    Rng drc, drg;
+    rng_seed(&drc, 4), rng_seed(&drg, 4);
+    patch_disc_init(&dc_, &drc), patch_disc_init(&dg_, &drg);
+    int N = 4, S = 32;
+    size_t n = (size_t)N * c.in_channels * S * S;
+    float *img = rnd(n);
+    for (size_t i = 0; i < n; i++) img[i] = tanhf(img[i]);
+    AdamW oc, og, doc, dog;
+    adamw_init(&oc, &m.ps, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.01f);
+    adamw_init(&doc, &dc_.ps, 1e-4f, 0.5f, 0.9f, 1e-8f, 0.0f), adamw_init(&dog, &dg_.ps, 1e-4f, 0.5f, 0.9f, 1e-8f, 0.0f);
+    ParamSet dev;
+    cuda_params_mirror(&dev, &m.ps);
+    og = oc;
+    patch_disc_to_gpu(&dg_);
+    Arena ac, ag;
+    arena_init(&ac, 0), arena_init_on(&ag, 0, &cuda_arena_memory);
+    Rng rc, rg;
+    rng_seed(&rc, 5), rng_seed(&rg, 5);
+    Ctx cc, cg;
+    ctx_init(&cc, &m.ps, &ac, &rc), ctx_init_cuda(&cg, &dev, &ag, &rg);
+    cc.train = cg.train = 1;
+    TrainLossConfig lc = {0, 1e-3f, 0.5f, 0.1f};
+    DiscLossConfig dcc = {&dc_, &doc, 0.5f, 1, 1e-4f, 1.0f, 0}, dcg = {&dg_, &dog, 0.5f, 1, 1e-4f, 1.0f, 0};
+    for (int step = 0; step < 2; step++) {
+        TrainLosses lcpu, lgpu;
+        arena_reset(&ac), arena_reset(&ag);
+        params_zero_grad(&m.ps);
+        cuda_zero(dev.grad, dev.total * 4);
+        Tensor xc = ctx_tensor(&cc, N, c.in_channels, S, S), xg = ctx_tensor(&cg, N, c.in_channels, S, S);
+        ctx_put(&cc, xc.d, img, n * 4), ctx_put(&cg, xg.d, img, n * 4);
+        vae_train_step_disc(&cc, &m, xc, &lc, &dcc, step, 1.0f, &lcpu);
+        vae_train_step_disc(&cg, &m, xg, &lc, &dcg, step, 1.0f, &lgpu);
+        float lc4[5] = {lcpu.total, lcpu.ssim, lcpu.spectral, lcpu.g_loss, lcpu.d_loss};
+        float lg4[5] = {lgpu.total, lgpu.ssim, lgpu.spectral, lgpu.g_loss, lgpu.d_loss};
+        EXPECT_CLOSE("VAE losses: total, SSIM, spectral, g, d", lg4, lc4, 5, ATOL, RTOL);
+        EXPECT_CLOSE("adaptive discriminator weight", &lgpu.g_weight, &lcpu.g_weight, 1, ATOL, 1e-3);
+        SAME("VAE gradients with every term", dev.grad, m.ps.grad, m.ps.total);
+        clip_grad_norm(&m.ps, 1.0f), clip_grad_norm_cuda(&dev, 1.0f, NULL);
+        adamw_step(&oc, &m.ps, 1e-4f), adamw_step_cuda(&og, &dev, 1e-4f, NULL);
+    }
+    SAME("VAE parameters after 2 steps with every term", dev.data, m.ps.data, m.ps.total);
+    SAME("discriminator parameters after 2 of its steps", dg_.active->data, dc_.ps.data, dc_.ps.total);
+    ctx_free(&cc), ctx_free(&cg);
+    arena_free(&ac), arena_free(&ag);
+    cuda_params_free(&dev);
+    patch_disc_free(&dc_), patch_disc_free(&dg_);
+    free(img);
+    vae_free(&m);
 }
 
 // two diffusion training steps (min-SNR, condition dropout, AdamW, EMA) from the same state and RNG
@@ -832,6 +897,32 @@ static void test_pipeline_gpu_stages(void) {
         EXPECT(err > 0 && err <= 5e-2, "bf16 sampling: relative L2 error %.2e (bound 5e-2)", err);
     }
     free(g), free(cpu);
+    // fp16 GEMMs with dynamic loss scaling: trains, logs the scale, lands near the fp32 CPU weights
+    {
+        char *out, *err2;
+        rc = proc_run((const char *[]){"doppel-diffuser", "train", "--cache", PIPE "/latents.safetensors", "--unet",
+                                       PIPE "/unet_fp16", "--preset", "tiny", "--batch", "6", "--steps", "5", "--lr",
+                                       "1e-3", "--warmup", "2", "--seed", "3", "--augment", "--device", "cuda",
+                                       "--precision", "fp16", NULL},
+                      300, &out, &err2);
+        EXPECT(rc == 0 && strstr(err2, "loss scaling"), "train --precision fp16: rc %d\n%s", rc, err2);
+        free(out), free(err2);
+        char *metrics = proc_read(PIPE "/unet_fp16/metrics.jsonl");
+        EXPECT(strstr(metrics, "\"loss_scale\":65536"), "metrics.jsonl has no loss_scale 65536:\n%s", metrics);
+        free(metrics);
+        UNetFolder a, f;
+        if (unet_folder_load(&a, dirs[0], 0, NULL, err, sizeof(err)) == 0) {
+            if (unet_folder_load(&f, PIPE "/unet_fp16", 0, NULL, err, sizeof(err)) == 0) {
+                double e16 = rel_l2(f.model.ps.data, a.model.ps.data, a.model.ps.total);
+                printf("  UNet weights after 5 fp16 steps vs fp32 CPU: relative L2 error %.2e\n", e16);
+                EXPECT(e16 > 0 && e16 <= 1e-2, "fp16 training: relative L2 error %.2e (bound 1e-2)", e16);
+                unet_folder_free(&f);
+            } else {
+                EXPECT(0, "%s", err);
+            }
+            unet_folder_free(&a);
+        }
+    }
     // the judge trains on the GPU from a loader stream
     port = free_port();
     snprintf(b, sizeof(b), "@tcp://127.0.0.1:%d", port), snprintf(c, sizeof(c), ">tcp://127.0.0.1:%d", port);
@@ -861,6 +952,7 @@ int main(void) {
     RUN(test_unet_small_mixed_precision);
     RUN(test_vae_tiny);
     RUN(test_vae_train_step);
+    RUN(test_vae_train_step_all_terms);
     RUN(test_train_step);
     RUN(test_sampling);
     RUN(test_pipeline_gpu_stages);

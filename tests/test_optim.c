@@ -9,6 +9,7 @@
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/ema.h"
+#include "optim/loss_scale.h"
 #include "optim/lr_schedule.h"
 #include "params.h"
 #include "testlib.h"
@@ -305,6 +306,27 @@ static void test_grad_accumulation(void) {
     params_free(&accum);
 }
 
+// GradScaler's rule: 2^16 to start, halve and skip on inf/NaN, double after 2000 finite steps in a row
+static void test_loss_scaler(void) {
+    LossScaler s;
+    float un;
+    loss_scaler_init(&s, 0);
+    EXPECT(s.scale == 1.0f && loss_scaler_update(&s, 1, &un) == 1 && un == 1.0f, "disabled: scale 1, every step taken");
+    EXPECT(loss_scaler_update(&s, 0, &un) == 0 && s.scale == 1.0f, "disabled: a non-finite step is still skipped");
+    loss_scaler_init(&s, 1);
+    EXPECT(s.scale == 65536.0f, "initial scale %g, want 65536", (double)s.scale);
+    EXPECT(loss_scaler_update(&s, 0, &un) == 0 && s.scale == 32768.0f && s.skipped == 1,
+           "inf: skip and halve (scale %g, skipped %ld)", (double)s.scale, s.skipped);
+    int taken = 0;
+    for (int i = 0; i < 1999; i++) taken += loss_scaler_update(&s, 1, &un);
+    EXPECT(taken == 1999 && s.scale == 32768.0f && un == 1.0f / 32768.0f, "1999 finite steps: scale %g", (double)s.scale);
+    EXPECT(loss_scaler_update(&s, 1, &un) == 1 && un == 1.0f / 32768.0f && s.scale == 65536.0f,
+           "the 2000th finite step unscales by the old scale (%g) and doubles it (%g)", 1.0 / un, (double)s.scale);
+    loss_scaler_update(&s, 1, &un);
+    loss_scaler_update(&s, 0, &un);
+    EXPECT(s.good == 0 && s.scale == 32768.0f, "an overflow restarts the count (good %d)", s.good);
+}
+
 int main(void) {
     RUN(test_fixture_training);
     RUN(test_lr_tables);
@@ -312,5 +334,6 @@ int main(void) {
     RUN(test_grads_finite);
     RUN(test_norm_scale_clip);
     RUN(test_grad_accumulation);
+    RUN(test_loss_scaler);
     return tl_finish();
 }

@@ -31,8 +31,8 @@ int device_choose(const char *name, const char *who) {
 }
 
 int precision_parse(const char *name, Precision *p) {
-    static const char *names[] = {"fp32", "tf32", "bf16"};
-    for (int i = 0; i < 3; i++)
+    static const char *names[] = {"fp32", "tf32", "bf16", "fp16"};
+    for (int i = 0; i < 4; i++)
         if (!strcmp(name, names[i])) return *p = (Precision)i, 0;
     return -1;
 }

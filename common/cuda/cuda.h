@@ -18,6 +18,8 @@
 #include <stdint.h>
 
 #include "../arena.h"
+#include "../ops/activations.h"
+#include "../ops/losses2.h"
 #include "../ops/ops.h"
 #include "../optim/adamw.h"
 #include "../params.h"
@@ -51,10 +53,12 @@ CUDA_FN void cuda_sync(void);                 // waits for the GPU; dies on a ke
 //   fp32  cuBLAS single precision (the default; the reference the tests hold to 1e-4)
 //   tf32  TF32 tensor cores on fp32 data (10-bit mantissa products, fp32 sums)
 //   bf16  operands rounded to bfloat16, products summed in fp32 (as torch.autocast(bfloat16))
-typedef enum { PREC_FP32, PREC_TF32, PREC_BF16 } Precision;
+//   fp16  operands rounded to IEEE half (10-bit mantissa, range +-65504); training with it needs
+//         dynamic loss scaling (optim/loss_scale.h) so small gradients do not flush to zero
+typedef enum { PREC_FP32, PREC_TF32, PREC_BF16, PREC_FP16 } Precision;
 CUDA_FN void cuda_set_precision(Precision p);
 CUDA_FN Precision cuda_get_precision(void);
-int precision_parse(const char *name, Precision *p);  // "fp32" | "tf32" | "bf16": 0, else -1 (backend.c)
+int precision_parse(const char *name, Precision *p);  // "fp32" | "tf32" | "bf16" | "fp16": 0, else -1 (backend.c)
 extern CUDA_FN const ArenaMemory cuda_arena_memory;
 // A stream of its own for a context (compute_init makes one). The current stream orders
 // cuda_upload / cuda_download / cuda_zero and the arena's zero-fills; NULL is the default stream.
@@ -153,6 +157,29 @@ CUDA_FN float cross_entropy_forward_cuda(float *probs, const float *logits, cons
                                          cudaStream_t s);
 CUDA_FN void cross_entropy_backward_cuda(float *dlogits, const float *probs, const int32_t *labels, int N, int K,
                                          float dloss, cudaStream_t s);
+
+// ---- activations.h: LeakyReLU and the hinge GAN losses ----
+CUDA_FN void leaky_relu_forward_cuda(float *out, const float *inp, size_t n, float slope, cudaStream_t s);
+CUDA_FN void leaky_relu_backward_cuda(float *dinp, const float *dout, const float *inp, size_t n, float slope,
+                                      cudaStream_t s);
+CUDA_FN float hinge_d_forward_cuda(const float *logits_real, const float *logits_fake, size_t n, cudaStream_t s);
+CUDA_FN void hinge_d_backward_cuda(float *dreal, float *dfake, const float *logits_real, const float *logits_fake,
+                                   size_t n, float dloss, cudaStream_t s);
+CUDA_FN float hinge_g_forward_cuda(const float *logits_fake, size_t n, cudaStream_t s);
+CUDA_FN void hinge_g_backward_cuda(float *dfake, size_t n, float dloss, cudaStream_t s);
+// sqrt(sum x^2) in double (ops.h l2_norm)
+CUDA_FN float l2_norm_cuda(const float *x, size_t n, cudaStream_t s);
+
+// ---- losses2.h: SSIM and spectral losses (common/cuda/losses2.cu; the spectral one over cuFFT) ----
+// cache sizes as the CPU's (ssim_cache_floats, spectral_cache_floats), device memory
+CUDA_FN float ssim_loss_forward_cuda(float *cache, const float *pred, const float *target, int N, int C, int H, int W,
+                                     float data_range, cudaStream_t s);
+CUDA_FN void ssim_loss_backward_cuda(float *dpred, const float *cache, const float *pred, const float *target, int N,
+                                     int C, int H, int W, float data_range, float dloss, cudaStream_t s);
+CUDA_FN float spectral_loss_forward_cuda(float *cache, const float *pred, const float *target, int N, int C, int H,
+                                         int W, cudaStream_t s);
+CUDA_FN void spectral_loss_backward_cuda(float *dpred, const float *cache, const float *pred, const float *target,
+                                         int N, int C, int H, int W, float dloss, cudaStream_t s);
 
 // ---- optimizer, EMA, clipping (optim/*.h) on a device ParamSet ----
 CUDA_FN void adamw_step_cuda(AdamW *opt, ParamSet *dev, float lr, cudaStream_t s);

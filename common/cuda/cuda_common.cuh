@@ -3,6 +3,7 @@
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
 
@@ -34,8 +35,19 @@ static inline unsigned grid_for(size_t n, int threads = THREADS) {
 cublasHandle_t cublas_on(cudaStream_t s);  // device.cu: the one handle, bound to stream s
 double *cuda_reduce_buffer(size_t n);       // device.cu: n doubles of device scratch for reductions
 const float *cuda_ones(size_t n);           // device.cu: n ones (bias gradients as GEMVs)
-// device.cu: x (n floats) rounded to bf16 into scratch slot 0 or 1 (valid until that slot's next use)
-const __nv_bfloat16 *cuda_to_bf16(int slot, const float *x, size_t n, cudaStream_t s);
+// stores in fp32, or rounded to the 16-bit type of the half-precision GEMMs
+__device__ inline void put(float *p, float v) { *p = v; }
+__device__ inline void put(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+__device__ inline void put(__half *p, float v) { *p = __float2half(v); }
+// bf16 or fp16: the GEMMs take 16-bit operands (cuda_set_precision)
+static inline bool half_gemms(void) {
+    Precision p = cuda_get_precision();
+    return p == PREC_BF16 || p == PREC_FP16;
+}
+static inline cudaDataType half_type(void) { return cuda_get_precision() == PREC_FP16 ? CUDA_R_16F : CUDA_R_16BF; }
+// device.cu: x (n floats) rounded to the precision's 16-bit type into scratch slot 0 or 1 (valid
+// until that slot's next use)
+const void *cuda_to_half(int slot, const float *x, size_t n, cudaStream_t s);
 
 // floats a row-major operand spans: rows x cols with leading dimension ld (transposed: cols x rows)
 static inline size_t span_rm(bool t, int rows, int cols, int ld) {
@@ -44,21 +56,21 @@ static inline size_t span_rm(bool t, int rows, int cols, int ld) {
 
 // C (M, N) = alpha op(A) op(B) + beta C with row-major matrices, as cblas_sgemm(CblasRowMajor, ...):
 // row-major is column-major transposed, so this is C^T = op(B)^T op(A)^T with operands swapped.
-// In bf16 precision the operands are rounded to bf16 copies (or come as bf16: gemm_rm_bf16) and
-// cuBLAS sums in fp32 into the fp32 C.
-static inline void gemm_rm_bf16(cudaStream_t s, bool ta, bool tb, int M, int N, int K, float alpha,
-                                const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb, float beta, float *C,
-                                int ldc) {
+// In bf16 / fp16 precision the operands are rounded to 16-bit copies (or come so: gemm_rm_half)
+// and cuBLAS sums in fp32 into the fp32 C.
+static inline void gemm_rm_half(cudaStream_t s, bool ta, bool tb, int M, int N, int K, float alpha, const void *A,
+                                int lda, const void *B, int ldb, float beta, float *C, int ldc) {
+    cudaDataType t = half_type();
     CHECK_CUBLAS(cublasGemmEx(cublas_on(s), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
-                              &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                              &alpha, B, t, ldb, A, t, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
 }
 static inline void gemm_rm(cudaStream_t s, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                            const float *B, int ldb, float beta, float *C, int ldc) {
-    if (cuda_get_precision() == PREC_BF16) {
-        const __nv_bfloat16 *Ah = cuda_to_bf16(0, A, span_rm(ta, M, K, lda), s);
-        const __nv_bfloat16 *Bh = cuda_to_bf16(1, B, span_rm(tb, K, N, ldb), s);
-        gemm_rm_bf16(s, ta, tb, M, N, K, alpha, Ah, lda, Bh, ldb, beta, C, ldc);
+    if (half_gemms()) {
+        const void *Ah = cuda_to_half(0, A, span_rm(ta, M, K, lda), s);
+        const void *Bh = cuda_to_half(1, B, span_rm(tb, K, N, ldb), s);
+        gemm_rm_half(s, ta, tb, M, N, K, alpha, Ah, lda, Bh, ldb, beta, C, ldc);
         return;
     }
     CHECK_CUBLAS(cublasSgemm(cublas_on(s), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
@@ -67,13 +79,14 @@ static inline void gemm_rm(cudaStream_t s, bool ta, bool tb, int M, int N, int K
 static inline void gemm_rm_batched(cudaStream_t s, bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
                                    int lda, long long sa, const float *B, int ldb, long long sb, float beta, float *C,
                                    int ldc, long long sc, int batch) {
-    if (cuda_get_precision() == PREC_BF16) {
-        const __nv_bfloat16 *Ah = cuda_to_bf16(0, A, (size_t)(batch - 1) * sa + span_rm(ta, M, K, lda), s);
-        const __nv_bfloat16 *Bh = cuda_to_bf16(1, B, (size_t)(batch - 1) * sb + span_rm(tb, K, N, ldb), s);
+    if (half_gemms()) {
+        const void *Ah = cuda_to_half(0, A, (size_t)(batch - 1) * sa + span_rm(ta, M, K, lda), s);
+        const void *Bh = cuda_to_half(1, B, (size_t)(batch - 1) * sb + span_rm(tb, K, N, ldb), s);
+        cudaDataType t = half_type();
         CHECK_CUBLAS(cublasGemmStridedBatchedEx(cublas_on(s), tb ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                                ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, Bh, CUDA_R_16BF, ldb, sb,
-                                                Ah, CUDA_R_16BF, lda, sa, &beta, C, CUDA_R_32F, ldc, sc, batch,
-                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                                ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, Bh, t, ldb, sb, Ah, t,
+                                                lda, sa, &beta, C, CUDA_R_32F, ldc, sc, batch, CUBLAS_COMPUTE_32F,
+                                                CUBLAS_GEMM_DEFAULT));
         return;
     }
     CHECK_CUBLAS(cublasSgemmStridedBatched(cublas_on(s), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,

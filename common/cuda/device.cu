@@ -180,13 +180,15 @@ void *cuda_cast_buffer(int slot, size_t bytes) {
     return buf[slot];
 }
 
-__global__ void to_bf16_kernel(__nv_bfloat16 *out, const float *in, size_t n) {
-    GRID_STRIDE(i, n) out[i] = __float2bfloat16(in[i]);
+template <typename T>
+__global__ void to_half_kernel(T *out, const float *in, size_t n) {
+    GRID_STRIDE(i, n) put(&out[i], in[i]);
 }
 
-const __nv_bfloat16 *cuda_to_bf16(int slot, const float *x, size_t n, cudaStream_t s) {
-    __nv_bfloat16 *b = (__nv_bfloat16 *)cuda_cast_buffer(slot, n * sizeof(__nv_bfloat16));
-    to_bf16_kernel<<<grid_for(n), THREADS, 0, s>>>(b, x, n);
+const void *cuda_to_half(int slot, const float *x, size_t n, cudaStream_t s) {
+    void *b = cuda_cast_buffer(slot, n * 2);
+    if (precision == PREC_FP16) to_half_kernel<<<grid_for(n), THREADS, 0, s>>>((__half *)b, x, n);
+    else to_half_kernel<<<grid_for(n), THREADS, 0, s>>>((__nv_bfloat16 *)b, x, n);
     CHECK_LAUNCH();
     return b;
 }

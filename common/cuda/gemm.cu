@@ -30,23 +30,19 @@ extern "C" void linear_backward_cuda(float *dinp, float *dweight, float *dbias, 
 }
 
 // ---- conv2d ----
-// bf16 scratch: col (CKK, m*P) bf16, then dtmp (OC, m*P) bf16, then fp32 (tmp or dcol); offsets in floats
-static size_t half_floats(size_t n) { return (n + 31) / 32 * 16; }  // n bf16s, rounded to 64 bytes
+// 16-bit scratch (bf16 or fp16): col (CKK, m*P), then dtmp (OC, m*P), then fp32 (tmp or dcol); offsets in floats
+static size_t half_floats(size_t n) { return (n + 31) / 32 * 16; }  // n 16-bit values, rounded to 64 bytes
 #define CONV_CAP_CUDA ((size_t)64 << 20)  // floats of scratch per call (256 MB)
 
 static int conv_chunk_cuda(Conv2dDims d) { return conv2d_chunk(d, CONV_CAP_CUDA); }
 
-// fp32: col (CKK, ld) + tmp (OC, ld) floats; bf16: col and dtmp in bf16 + dcol (CKK, ld) fp32 (at most
+// fp32: col (CKK, ld) + tmp (OC, ld) floats; bf16/fp16: col and dtmp in 16 bits + dcol (CKK, ld) fp32 (at most
 // 1.5x), whichever precision runs
 extern "C" size_t conv2d_scratch_floats_cuda(Conv2dDims d) {
     size_t P = (size_t)conv2d_oh(d) * conv2d_ow(d), CKK = (size_t)d.C * d.K * d.K;
     size_t ld = (size_t)conv_chunk_cuda(d) * P;
     return half_floats(CKK * ld) + half_floats(d.OC * ld) + (CKK > (size_t)d.OC ? CKK : d.OC) * ld + 64;
 }
-
-// stores in fp32, or rounded to bf16 for bf16 GEMMs
-__device__ inline void put(float *p, float v) { *p = v; }
-__device__ inline void put(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
 
 // col (CKK, m*P): element (row r = (c, kh, kw), column i*P + oh*OW + ow)
 template <typename T>
@@ -94,6 +90,13 @@ __global__ void scatter_out_kernel(float *out, const float *tmp, const float *bi
         out[j] = tmp[oc * ld + i * P + p] + (bias ? bias[oc] : 0.0f);
     }
 }
+// im2col into a 16-bit col of the precision's type (n = CKK * m*P elements)
+static void im2col_half(void *col, const float *x, int m, Conv2dDims d, int OH, int OW, size_t n, cudaStream_t s) {
+    if (cuda_get_precision() == PREC_FP16) im2col_kernel<<<grid_for(n), THREADS, 0, s>>>((__half *)col, x, m, d, OH, OW);
+    else im2col_kernel<<<grid_for(n), THREADS, 0, s>>>((__nv_bfloat16 *)col, x, m, d, OH, OW);
+    CHECK_LAUNCH();
+}
+
 // dtmp (OC, m*P) = dout (m, OC, P) rearranged
 template <typename T>
 __global__ void gather_dout_kernel(T *dtmp, const float *dout, int m, int OC, size_t P) {
@@ -122,13 +125,12 @@ extern "C" void conv2d_forward_cuda(float *out, const float *inp, const float *w
     for (int n0 = 0; n0 < d.N; n0 += nb) {
         int m = d.N - n0 < nb ? d.N - n0 : nb;
         size_t ld = (size_t)m * P;
-        if (cuda_get_precision() == PREC_BF16) {  // col straight in bf16: half the bytes, no cast pass
-            __nv_bfloat16 *col = (__nv_bfloat16 *)scratch;
+        if (half_gemms()) {  // col straight in 16 bits: half the bytes, no cast pass
+            void *col = scratch;
             float *tmp = scratch + half_floats(CKK * ld) + half_floats(d.OC * ld);
-            im2col_kernel<<<grid_for(CKK * ld), THREADS, 0, s>>>(col, inp + n0 * in_sz, m, d, OH, OW);
-            CHECK_LAUNCH();
-            const __nv_bfloat16 *w = cuda_to_bf16(0, weight, (size_t)d.OC * CKK, s);
-            gemm_rm_bf16(s, false, false, d.OC, (int)ld, (int)CKK, 1.0f, w, (int)CKK, col, (int)ld, 0.0f, tmp, (int)ld);
+            im2col_half(col, inp + n0 * in_sz, m, d, OH, OW, CKK * ld, s);
+            const void *w = cuda_to_half(0, weight, (size_t)d.OC * CKK, s);
+            gemm_rm_half(s, false, false, d.OC, (int)ld, (int)CKK, 1.0f, w, (int)CKK, col, (int)ld, 0.0f, tmp, (int)ld);
             scatter_out_kernel<<<grid_for(d.OC * ld), THREADS, 0, s>>>(out + (size_t)n0 * d.OC * P, tmp, bias, m, d.OC, P);
             CHECK_LAUNCH();
             continue;
@@ -156,20 +158,23 @@ extern "C" void conv2d_backward_cuda(float *dinp, float *dweight, float *dbias, 
             conv_dbias_kernel<<<d.OC, THREADS, 0, s>>>(dbias, dout + n0 * out_sz, m, d.OC, P);
             CHECK_LAUNCH();
         }
-        if (cuda_get_precision() == PREC_BF16) {
-            __nv_bfloat16 *col = (__nv_bfloat16 *)scratch, *dtmp = (__nv_bfloat16 *)(scratch + half_floats(CKK * ld));
+        if (half_gemms()) {
+            void *col = scratch, *dtmp = scratch + half_floats(CKK * ld);
             float *dcol = scratch + half_floats(CKK * ld) + half_floats(d.OC * ld);
-            gather_dout_kernel<<<grid_for(d.OC * ld), THREADS, 0, s>>>(dtmp, dout + n0 * out_sz, m, d.OC, P);
+            if (cuda_get_precision() == PREC_FP16)
+                gather_dout_kernel<<<grid_for(d.OC * ld), THREADS, 0, s>>>((__half *)dtmp, dout + n0 * out_sz, m, d.OC, P);
+            else
+                gather_dout_kernel<<<grid_for(d.OC * ld), THREADS, 0, s>>>((__nv_bfloat16 *)dtmp, dout + n0 * out_sz, m,
+                                                                           d.OC, P);
             CHECK_LAUNCH();
             if (dweight) {
-                im2col_kernel<<<grid_for(CKK * ld), THREADS, 0, s>>>(col, inp + n0 * in_sz, m, d, OH, OW);
-                CHECK_LAUNCH();
-                gemm_rm_bf16(s, false, true, d.OC, (int)CKK, (int)ld, 1.0f, dtmp, (int)ld, col, (int)ld, 1.0f, dweight,
+                im2col_half(col, inp + n0 * in_sz, m, d, OH, OW, CKK * ld, s);
+                gemm_rm_half(s, false, true, d.OC, (int)CKK, (int)ld, 1.0f, dtmp, (int)ld, col, (int)ld, 1.0f, dweight,
                              (int)CKK);
             }
             if (dinp) {
-                const __nv_bfloat16 *w = cuda_to_bf16(0, weight, (size_t)d.OC * CKK, s);
-                gemm_rm_bf16(s, true, false, (int)CKK, (int)ld, d.OC, 1.0f, w, (int)CKK, dtmp, (int)ld, 0.0f, dcol, (int)ld);
+                const void *w = cuda_to_half(0, weight, (size_t)d.OC * CKK, s);
+                gemm_rm_half(s, true, false, (int)CKK, (int)ld, d.OC, 1.0f, w, (int)CKK, dtmp, (int)ld, 0.0f, dcol, (int)ld);
                 col2im_add_kernel<<<grid_for((size_t)m * in_sz), THREADS, 0, s>>>(dinp + n0 * in_sz, dcol, m, d, OH, OW);
                 CHECK_LAUNCH();
             }

@@ -2,6 +2,7 @@
 #include "patch_disc.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../check.h"
@@ -52,19 +53,33 @@ void patch_disc_init(PatchDiscriminator *d, Rng *rng) {
         for (int c = 0; c < d->norm[i].C; c++) param_ptr(&d->ps, d->norm[i].weight)[c] += PATCH_DISC_INIT_STD * rng_normal(rng);
 }
 
-void patch_disc_free(PatchDiscriminator *d) { params_free(&d->ps); }
+static ParamSet *active(PatchDiscriminator *d) { return d->active ? d->active : &d->ps; }
+
+void patch_disc_to_gpu(PatchDiscriminator *d) {
+    d->active = xmalloc(sizeof(ParamSet));
+    cuda_params_mirror(d->active, &d->ps);
+}
+
+void patch_disc_to_host(PatchDiscriminator *d) {
+    if (d->active) cuda_params_to_host(&d->ps, d->active);
+}
+
+void patch_disc_free(PatchDiscriminator *d) {
+    if (d->active) cuda_params_free(d->active), free(d->active), d->active = NULL;
+    params_free(&d->ps);
+}
 
 Tensor patch_disc_forward(Ctx *ctx, PatchDiscriminator *d, Tensor x) {
     CHECK(x.C == d->C, "patch discriminator: input has %d channels, expects %d", x.C, d->C);
     ParamSet *caller = ctx->ps;
-    ctx->ps = &d->ps;
+    ctx->ps = active(d);
     Tensor h = x;
     for (int i = 0; i <= d->n_layers; i++) {
         h = conv2d_layer_forward(ctx, &d->conv[i], h);                   // [N, ch_i, h_i, w_i]
         if (i > 0) h = groupnorm_layer_forward(ctx, &d->norm[i], h);
         d->pre[i] = h;
         Tensor a = ctx_tensor(ctx, h.N, h.C, h.H, h.W);
-        leaky_relu_forward(a.d, h.d, tensor_numel(h), PATCH_DISC_SLOPE);
+        OP(ctx, leaky_relu_forward, a.d, h.d, tensor_numel(h), PATCH_DISC_SLOPE);
         h = a;
     }
     Tensor logits = conv2d_layer_forward(ctx, &d->conv[d->n_layers + 1], h);  // [N, 1, h, w]
@@ -74,16 +89,21 @@ Tensor patch_disc_forward(Ctx *ctx, PatchDiscriminator *d, Tensor x) {
 
 Tensor patch_disc_backward(Ctx *ctx, PatchDiscriminator *d, Tensor dlogits) {
     ParamSet *caller = ctx->ps;
-    ctx->ps = &d->ps;
+    ctx->ps = active(d);
     Tensor g = conv2d_layer_backward(ctx, &d->conv[d->n_layers + 1], dlogits);
     for (int i = d->n_layers; i >= 0; i--) {
         Tensor pre = d->pre[i], dpre = ctx_zeros(ctx, pre.N, pre.C, pre.H, pre.W);
-        leaky_relu_backward(dpre.d, g.d, pre.d, tensor_numel(pre), PATCH_DISC_SLOPE);
+        OP(ctx, leaky_relu_backward, dpre.d, g.d, pre.d, tensor_numel(pre), PATCH_DISC_SLOPE);
         if (i > 0) dpre = groupnorm_layer_backward(ctx, &d->norm[i], dpre);
         g = conv2d_layer_backward(ctx, &d->conv[i], dpre);
     }
     ctx->ps = caller;
     return g;
+}
+
+void patch_disc_zero_grad(Ctx *ctx, PatchDiscriminator *d) {
+    if (ctx->cuda) cuda_zero(active(d)->grad, d->ps.total * sizeof(float));
+    else params_zero_grad(&d->ps);
 }
 
 float patch_disc_train_step(Ctx *ctx, PatchDiscriminator *d, AdamW *opt, float lr, float max_norm, Tensor real,
@@ -92,18 +112,19 @@ float patch_disc_train_step(Ctx *ctx, PatchDiscriminator *d, AdamW *opt, float l
           "patch discriminator: real (%d,%d,%d,%d) and fake (%d,%d,%d,%d) differ", real.N, real.C, real.H, real.W,
           fake.N, fake.C, fake.H, fake.W);
     size_t n = tensor_numel(real);
+    ParamSet *ps = active(d);
     Tensor both = ctx_tensor(ctx, 2 * real.N, real.C, real.H, real.W);  // [real; fake]
-    memcpy(both.d, real.d, n * sizeof(float));
-    memcpy(both.d + n, fake.d, n * sizeof(float));
-    params_zero_grad(&d->ps);
+    OP(ctx, copy_floats, both.d, real.d, n);
+    OP(ctx, copy_floats, both.d + n, fake.d, n);
+    patch_disc_zero_grad(ctx, d);
     Tensor logits = patch_disc_forward(ctx, d, both);                   // [2N, 1, h, w]
     size_t half = tensor_numel(logits) / 2;
-    float loss = hinge_d_forward(logits.d, logits.d + half, half);
+    float loss = OP(ctx, hinge_d_forward, logits.d, logits.d + half, half);
     Tensor dlogits = ctx_zeros(ctx, logits.N, logits.C, logits.H, logits.W);
-    hinge_d_backward(dlogits.d, dlogits.d + half, logits.d, logits.d + half, half, 1.0f);
+    OP(ctx, hinge_d_backward, dlogits.d, dlogits.d + half, logits.d, logits.d + half, half, 1.0f);
     patch_disc_backward(ctx, d, dlogits);
-    if (!grads_finite(&d->ps)) return loss;
-    if (max_norm > 0) clip_grad_norm(&d->ps, max_norm);
-    adamw_step(opt, &d->ps, lr);
+    if (!OP(ctx, grads_finite, ps)) return loss;
+    if (max_norm > 0) OP(ctx, clip_grad_norm, ps, max_norm);
+    OP(ctx, adamw_step, opt, ps, lr);
     return loss;
 }

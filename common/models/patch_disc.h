@@ -38,6 +38,8 @@
 typedef struct {
     int C, ndf, n_layers;
     ParamSet ps;                                // D's own parameters, gradients, AdamW moments
+    ParamSet *active;                           // what the calls compute with: &ps (NULL means that),
+                                                // or a device mirror of it on the GPU (patch_disc_to_gpu)
     Conv2d conv[PATCH_DISC_MAX_LAYERS + 2];     // conv[0..n_layers]: feature convs; conv[n_layers+1]: logits
     GroupNorm norm[PATCH_DISC_MAX_LAYERS + 1];  // norm[i] follows conv[i], 1 <= i <= n_layers
     Tensor pre[PATCH_DISC_MAX_LAYERS + 1];      // saved LeakyReLU inputs, [N, ch_i, h_i, w_i]
@@ -61,3 +63,8 @@ Tensor patch_disc_backward(Ctx *ctx, PatchDiscriminator *d, Tensor dlogits);
 // Returns d as computed before the step.
 float patch_disc_train_step(Ctx *ctx, PatchDiscriminator *d, AdamW *opt, float lr, float max_norm, Tensor real,
                             Tensor fake);
+// On the GPU: mirrors D's parameters (and AdamW moments) to the device and computes with the
+// mirror from then on; patch_disc_to_host copies them back (checkpoints), patch_disc_free frees it.
+void patch_disc_to_gpu(PatchDiscriminator *d);
+void patch_disc_zero_grad(Ctx *ctx, PatchDiscriminator *d);  // on whichever device ctx computes
+void patch_disc_to_host(PatchDiscriminator *d);

@@ -17,10 +17,9 @@ static float conv_weight_grad_norm(Ctx *ctx, const ParamSet *ps, const Conv2d *l
     Conv2dDims d = {x.N, x.C, x.H, x.W, l->cout, l->k, l->stride, l->pad_t, l->pad_b, l->pad_l, l->pad_r};
     size_t nw = (size_t)l->cout * l->cin * l->k * l->k;
     float *dw = arena_zeros(ctx->arena, nw);
-    conv2d_backward(NULL, dw, NULL, dout.d, x.d, param_ptr(ps, l->weight), ctx_scratch(ctx, conv2d_scratch_floats(d)), d);
-    double ss = 0;
-    for (size_t i = 0; i < nw; i++) ss += (double)dw[i] * dw[i];
-    return (float)sqrt(ss);
+    float *scratch = ctx_scratch(ctx, ctx->cuda ? conv2d_scratch_floats_cuda(d) : conv2d_scratch_floats(d));
+    OP(ctx, conv2d_backward, NULL, dw, NULL, dout.d, x.d, param_ptr(ps, l->weight), scratch, d);
+    return OP(ctx, l2_norm, dw, nw);
 }
 
 // taming's calculate_adaptive_weight at the decoder's last layer: dy_rec and dy_g are the image
@@ -28,8 +27,8 @@ static float conv_weight_grad_norm(Ctx *ctx, const ParamSet *ps, const Conv2d *l
 // ||scale grad rec|| / (||scale grad g|| + scale 1e-4) = ||grad rec|| / (||grad g|| + 1e-4)
 static float adaptive_weight(Ctx *ctx, AutoencoderKL *m, Tensor dy_rec, Tensor dy_g, float scale) {
     const Conv2d *last = &m->decoder.conv_out;
-    float rec = conv_weight_grad_norm(ctx, &m->ps, last, dy_rec);
-    float g = conv_weight_grad_norm(ctx, &m->ps, last, dy_g);
+    float rec = conv_weight_grad_norm(ctx, ctx->ps, last, dy_rec);
+    float g = conv_weight_grad_norm(ctx, ctx->ps, last, dy_g);
     float w = rec / (g + 1e-4f * scale);
     return w < 0.0f ? 0.0f : w > 1e4f ? 1e4f : w;
 }
@@ -42,16 +41,18 @@ static void adversarial_terms(Ctx *ctx, AutoencoderKL *m, Tensor x, Tensor y, Te
     CHECK(dc->disc_opt, "vae_train_step: a discriminator without an optimizer (disc_opt)");
     Tensor logits = patch_disc_forward(ctx, D, y);                      // [N, 1, h, w]
     size_t nl = tensor_numel(logits), n = tensor_numel(y);
-    out->g_loss = hinge_g_forward(logits.d, nl);
+    out->g_loss = OP(ctx, hinge_g_forward, logits.d, nl);
     Tensor dlogits = ctx_zeros(ctx, logits.N, logits.C, logits.H, logits.W);
-    hinge_g_backward(dlogits.d, nl, scale);
+    OP(ctx, hinge_g_backward, dlogits.d, nl, scale);
     Tensor dy_g = patch_disc_backward(ctx, D, dlogits);                 // [N, C, H, W] scale * dg/dy
-    params_zero_grad(&D->ps);                                           // D does not learn from g
+    patch_disc_zero_grad(ctx, D);                                       // D does not learn from g
     float w = dc->disc_weight;
     if (dc->disc_adaptive) w *= adaptive_weight(ctx, m, dy, dy_g, scale);
     out->g_weight = w;
     out->total += w * out->g_loss;
-    for (size_t i = 0; i < n; i++) dy.d[i] += w * dy_g.d[i];
+    float wv[2] = {1.0f, w};                                            // dy = 1 dy + w dy_g, in place
+    const float *coef = ctx_input(ctx, wv, sizeof(wv));
+    OP(ctx, axpby_rows, dy.d, dy.d, coef, dy_g.d, coef + 1, 1, n);
     out->d_loss = patch_disc_train_step(ctx, D, dc->disc_opt, dc->disc_lr, dc->disc_max_norm, x, y);
 }
 
@@ -62,8 +63,6 @@ Tensor vae_train_step(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfi
 Tensor vae_train_step_disc(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfig *lc, const DiscLossConfig *dc,
                            int64_t step, float scale, TrainLosses *out) {
     int L = m->cfg.latent_channels;
-    CHECK(!ctx->cuda || (lc->ssim_weight <= 0 && lc->spectral_weight <= 0 && !(dc && dc->disc)),
-          "vae_train_step: the SSIM, spectral and discriminator terms run on the CPU only (for now)");
     Tensor mom = vae_encode(ctx, m, x);                   // [N, 2L, h, w]
     int N = mom.N, HW = mom.H * mom.W;
     Tensor eps = ctx_tensor(ctx, N, L, mom.H, mom.W), z = ctx_tensor(ctx, N, L, mom.H, mom.W);
@@ -86,14 +85,14 @@ Tensor vae_train_step_disc(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLoss
     out->total = out->rec;
     if (lc->ssim_weight > 0) {
         float *cache = arena_floats(ctx->arena, ssim_cache_floats(y.N, y.C, y.H, y.W));
-        out->ssim = ssim_loss_forward(cache, y.d, x.d, y.N, y.C, y.H, y.W, 2.0f);
-        ssim_loss_backward(dy.d, cache, y.d, x.d, y.N, y.C, y.H, y.W, 2.0f, scale * lc->ssim_weight);
+        out->ssim = OP(ctx, ssim_loss_forward, cache, y.d, x.d, y.N, y.C, y.H, y.W, 2.0f);
+        OP(ctx, ssim_loss_backward, dy.d, cache, y.d, x.d, y.N, y.C, y.H, y.W, 2.0f, scale * lc->ssim_weight);
         out->total += lc->ssim_weight * out->ssim;
     }
     if (lc->spectral_weight > 0) {
         float *cache = arena_floats(ctx->arena, spectral_cache_floats(y.N, y.C, y.H, y.W));
-        out->spectral = spectral_loss_forward(cache, y.d, x.d, y.N, y.C, y.H, y.W);
-        spectral_loss_backward(dy.d, cache, y.d, x.d, y.N, y.C, y.H, y.W, scale * lc->spectral_weight);
+        out->spectral = OP(ctx, spectral_loss_forward, cache, y.d, x.d, y.N, y.C, y.H, y.W);
+        OP(ctx, spectral_loss_backward, dy.d, cache, y.d, x.d, y.N, y.C, y.H, y.W, scale * lc->spectral_weight);
         out->total += lc->spectral_weight * out->spectral;
     }
     if (dc && dc->disc && step >= dc->disc_start) adversarial_terms(ctx, m, x, y, dy, dc, scale, out);

@@ -29,7 +29,7 @@ void compute_init(Compute *c, ParamSet *ps, Rng *rng, int gpu) {
         cuda_set_current_stream(s);
         Precision p = PREC_FP32;  // DOPPEL_PRECISION=tf32|bf16: GEMMs on tensor cores (cuda.h)
         const char *prec = getenv("DOPPEL_PRECISION");
-        if (prec && precision_parse(prec, &p)) DIE("DOPPEL_PRECISION=%s: use fp32, tf32 or bf16", prec);
+        if (prec && precision_parse(prec, &p)) DIE("DOPPEL_PRECISION=%s: use fp32, tf32, bf16 or fp16", prec);
         cuda_set_precision(p);
         arena_init_on(&c->arena, 0, &cuda_arena_memory);
         cuda_params_mirror(&c->mirror, ps);
@@ -48,7 +48,7 @@ void compute_params_to_host(Compute *c) {
 void compute_precision(Compute *c, const char *name, const char *who) {
     Precision p;
     if (!name) return;
-    CHECK(precision_parse(name, &p) == 0, "compute_precision: '%s' is not fp32, tf32 or bf16", name);
+    CHECK(precision_parse(name, &p) == 0, "compute_precision: '%s' is not fp32, tf32, bf16 or fp16", name);
     if (c->ctx.cuda) cuda_set_precision(p);
     else if (p != PREC_FP32) fprintf(stderr, "%s: --precision %s applies to the GPU; the CPU computes in fp32\n", who, name);
 }

@@ -107,6 +107,13 @@ void accumulate(float *dst, const float *src, size_t n) {
 
 void copy_floats(float *dst, const float *src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
 
+float l2_norm(const float *x, size_t n) {
+    double ss = 0;
+#pragma omp parallel for schedule(static) reduction(+ : ss) if (n > PAR_N)
+    for (size_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    return (float)sqrt(ss);
+}
+
 void axpby_rows(float *out, const float *x, const float *a, const float *y, const float *b, int N, size_t per) {
 #pragma omp parallel for schedule(static) if ((size_t)N * per > PAR_N)
     for (int n = 0; n < N; n++) {

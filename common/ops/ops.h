@@ -71,6 +71,8 @@ void add_channel_backward(float *dinp, float *dvec, const float *dout, int N, in
 void accumulate(float *dst, const float *src, size_t n);
 // dst = src
 void copy_floats(float *dst, const float *src, size_t n);
+// sqrt(sum x^2), summed in double
+float l2_norm(const float *x, size_t n);
 // per-row linear combination: out (N, per) = a[n] * x + b[n] * y, a and b (N)
 void axpby_rows(float *out, const float *x, const float *a, const float *y, const float *b, int N, size_t per);
 
