@@ -16,7 +16,7 @@ OPENBLAS_OMP := /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS_LIBS := $(if $(wildcard $(OPENBLAS_OMP)/libopenblas.so),-L$(OPENBLAS_OMP) -Wl$(comma)-rpath$(comma)$(OPENBLAS_OMP),) -lopenblas
 # PLplot (plots in reports): what pkg-config says, else the plain library
 PLPLOT_LIBS := $(or $(shell pkg-config --libs plplot 2>/dev/null),-lplplot)
-LDLIBS  := $(BLAS_LIBS) -lzmq -lmsgpackc -lpng -ljpeg -lfftw3f $(PLPLOT_LIBS) -ljansson -lm
+LDLIBS  := $(BLAS_LIBS) -lzmq -lmsgpackc -lpng -ljpeg -lfftw3f $(PLPLOT_LIBS) -ljansson -llapacke -lm
 LDFLAGS := $(SAN) -fopenmp -Wl,--undefined=blas_init  # always link common/blas.c's constructor
 
 # ---- what is here ----

@@ -14,7 +14,7 @@ fi
 "$PY" -c 'import torch, diffusers; print(f"torch {torch.__version__}, diffusers {diffusers.__version__}")'
 
 export PYTHONWARNINGS="ignore::FutureWarning"
-for script in ops blocks models optim diffusers_folder disc schedulers; do
+for script in ops blocks models optim diffusers_folder disc schedulers metrics; do
     echo "== $script.py"
     "$PY" "tests/reference/$script.py"
 done
