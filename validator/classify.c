@@ -124,7 +124,36 @@ int map_labels(const JudgeNet *net, const json_t *users, const WireTensor *label
     return 0;
 }
 
-void classify_images(JudgeNet *net, Ctx *ctx, const float *x, const int *truth, int N, int H, int W, int batch, Tally *t) {
+void judged_free(JudgedSet *s) {
+    free(s->feat), free(s->prob), free(s->truth);
+    memset(s, 0, sizeof(*s));
+}
+
+// appends m images' features (ctx memory), probabilities from logits (host) and truths
+static void judged_add(JudgedSet *s, Ctx *ctx, const float *feat, const float *logits, const int *truth, int m, int F,
+                       int K) {
+    if (s->n + m > s->cap) {
+        s->cap = 2 * (s->n + m);
+        s->feat = xrealloc(s->feat, (size_t)s->cap * F * sizeof(float));
+        s->prob = xrealloc(s->prob, (size_t)s->cap * K * sizeof(float));
+        s->truth = xrealloc(s->truth, (size_t)s->cap * sizeof(int));
+    }
+    s->F = F, s->K = K;
+    ctx_get(ctx, s->feat + (size_t)s->n * F, feat, (size_t)m * F * sizeof(float));
+    for (int i = 0; i < m; i++) {  // softmax, as cross_entropy_forward
+        const float *z = logits + (size_t)i * K;
+        float *p = s->prob + (size_t)(s->n + i) * K, mx = z[0];
+        for (int k = 1; k < K; k++) mx = z[k] > mx ? z[k] : mx;
+        double sum = 0;
+        for (int k = 0; k < K; k++) sum += p[k] = expf(z[k] - mx);
+        for (int k = 0; k < K; k++) p[k] = (float)(p[k] / sum);
+        s->truth[s->n + i] = truth[i];
+    }
+    s->n += m;
+}
+
+void classify_images(JudgeNet *net, Ctx *ctx, const float *x, const int *truth, int N, int H, int W, int batch, Tally *t,
+                     JudgedSet *collect) {
     int C = net->cfg.channels;
     size_t per = (size_t)C * H * W;
     for (int k0 = 0; k0 < N; k0 += batch) {
@@ -136,6 +165,7 @@ void classify_images(JudgeNet *net, Ctx *ctx, const float *x, const int *truth, 
         float *lh = xmalloc((size_t)m * net->cfg.n_users * sizeof(float));
         ctx_get(ctx, lh, logits, (size_t)m * net->cfg.n_users * sizeof(float));
         tally_add(t, lh, truth + k0, m);
+        if (collect) judged_add(collect, ctx, net->features, lh, truth + k0, m, net->conv_norm_out.C, net->cfg.n_users);
         free(lh);
     }
 }
@@ -159,8 +189,8 @@ static void progress_acc(Progress *p, const Tally *t) {
     progress_update(p, tally_total(t), extra);
 }
 
-int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, int resolution, int batch, int gpu, char *err,
-                    size_t errlen) {
+int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, JudgedSet *collect, int resolution, int batch, int gpu,
+                    char *err, size_t errlen) {
     int C = net->cfg.channels, R = resolution ? resolution : net->cfg.resolution, rc = 0;
     Eval e;
     eval_init(&e, net, gpu);
@@ -191,7 +221,7 @@ int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, int resolution, int
             break;
         }
         wire_tensor_f32(buf, img);
-        classify_images(net, &e.cp.ctx, buf, truth, N, R, R, batch, t);
+        classify_images(net, &e.cp.ctx, buf, truth, N, R, R, batch, t, collect);
         progress_acc(&p, t);
     }
     progress_finish(&p, NULL);
@@ -200,11 +230,11 @@ int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, int resolution, int
     return rc;
 }
 
-// every image of DIR/ID_<n>/, preprocessed as doppel-loader does, in passes of `batch`
-static int classify_folder(JudgeNet *net, const Options *o, Tally *t, char *err, size_t errlen) {
+int classify_folder(JudgeNet *net, const char *dir, Tally *t, JudgedSet *collect, int resolution, int batch, int gpu,
+                    char *err, size_t errlen) {
     Dataset ds;
     char e[1024], why[256];
-    if (dataset_scan(&ds, o->data, e, sizeof(e))) return errf(err, errlen, "%s", e);
+    if (dataset_scan(&ds, dir, e, sizeof(e))) return errf(err, errlen, "%s", e);
     int *map = xcalloc((size_t)ds.n_users, sizeof(int)), rc = 0;
     for (int u = 0; u < ds.n_users && !rc; u++) {
         map[u] = judge_user_index(net, ds.users[u]);
@@ -219,25 +249,25 @@ static int classify_folder(JudgeNet *net, const Options *o, Tally *t, char *err,
         dataset_free(&ds);
         return rc;
     }
-    int C = net->cfg.channels, R = o->resolution ? o->resolution : net->cfg.resolution;
+    int C = net->cfg.channels, R = resolution ? resolution : net->cfg.resolution;
     Colormap cmap;
     int guessed = dataset_guess_channels(&ds, &cmap, why, sizeof(why));
     if (guessed != C) {
         const char *cm = json_string_value(net->extra ? json_object_get(net->extra, "colormap") : NULL);
         Colormap jc;
         if (C == 1 && cm && !colormap_parse(cm, &jc) && jc != CMAP_GRAY) cmap = jc;
-        fprintf(stderr, MSG "%s (%s), but the judge takes %d channel%s: preprocessing to %d%s\n", o->data, why, C,
+        fprintf(stderr, MSG "%s (%s), but the judge takes %d channel%s: preprocessing to %d%s\n", dir, why, C,
                 C == 1 ? "" : "s", C, C == 1 ? " (colour map inverted as the judge's training data)" : "");
     }
-    int *idx = NULL, n = dataset_select(&ds, SPLIT_ALL, &idx), B = o->batch, skipped = 0;
+    int *idx = NULL, n = dataset_select(&ds, SPLIT_ALL, &idx), B = batch, skipped = 0;
     size_t per = (size_t)C * R * R;
     float *x = xmalloc((size_t)B * per * sizeof(float));
     int *truth = xmalloc((size_t)B * sizeof(int));
     unsigned char *ok = xmalloc((size_t)B);
     Preprocess pp = {R, C, cmap};
     Eval ev;
-    eval_init(&ev, net, o->gpu);
-    fprintf(stderr, MSG "%d images of %d users in %s (%s), at %dx%dx%d\n", n, ds.n_users, o->data, why, C, R, R);
+    eval_init(&ev, net, gpu);
+    fprintf(stderr, MSG "%d images of %d users in %s (%s), at %dx%dx%d\n", n, ds.n_users, dir, why, C, R, R);
     Progress p;
     progress_start(&p, "classify", n, "img");
     for (int k0 = 0; k0 < n && !zsock_interrupted(); k0 += B) {
@@ -256,7 +286,7 @@ static int classify_folder(JudgeNet *net, const Options *o, Tally *t, char *err,
             if (got != i) memmove(x + (size_t)got * per, x + (size_t)i * per, per * sizeof(float));
             truth[got++] = map[ds.samples[idx[k0 + i]].user];
         }
-        classify_images(net, &ev.cp.ctx, x, truth, got, R, R, B, t);
+        classify_images(net, &ev.cp.ctx, x, truth, got, R, R, B, t, collect);
         progress_acc(&p, t);
     }
     progress_finish(&p, NULL);
@@ -278,11 +308,12 @@ int validator_classify_main(int argc, char **argv) {
     int rc = EXIT_OK;
     const char *why = "end";
     if (o.data) {
-        if (classify_folder(&net, &o, &t, err, sizeof(err))) fprintf(stderr, MSG "%s\n", err), rc = EXIT_RUNTIME;
+        if (classify_folder(&net, o.data, &t, NULL, o.resolution, o.batch, o.gpu, err, sizeof(err)))
+            fprintf(stderr, MSG "%s\n", err), rc = EXIT_RUNTIME;
     } else {
         ImageStream s;
         if (istream_open(&s, o.in, o.timeout_s, err, sizeof(err)) ||
-            classify_stream(&net, &s, &t, o.resolution, o.batch, o.gpu, err, sizeof(err)))
+            classify_stream(&net, &s, &t, NULL, o.resolution, o.batch, o.gpu, err, sizeof(err)))
             fprintf(stderr, MSG "%s\n", err), rc = EXIT_RUNTIME;
         why = s.why;
         istream_close(&s);

@@ -7,7 +7,7 @@
 #include "validator.h"
 
 static const char *USAGE =
-    "usage: doppel-validator train|classify [options]\n"
+    "usage: doppel-validator train|classify|score [options]\n"
     "\n"
     "examples:\n"
     "  doppel-loader --data ../shared/data/gait10 --resolution 64 --shuffle --forever --augment &\n"
@@ -25,7 +25,12 @@ static const char *USAGE =
     "          [--timeout S] [--threads N]\n"
     "          per-user accuracy, mean P(true user) and top confusion of a stream or an ID_<n>/ folder;\n"
     "          users are matched by name\n"
-    "common:   --help (also after a command), --version\n"
+    "score:    --judge DIR --real SRC --generated SRC [--real-val SRC] [--report DIR] [--k 3]\n"
+    "          [--min-accuracy 0.8] [--max-fid 50] [--max-fid-ratio 3] [--min-is 2]\n"
+    "          identity (accuracy, top-3, P(true) > 0.8, confusion) and realism (FID, KID,\n"
+    "          precision/recall, inception score in the judge's feature space) of a generated set,\n"
+    "          next to the same figures for held-out real data; SRC a folder or a stream\n"
+    "common:   --help (also after a command), --version, --device cpu|cuda|auto\n"
     "exit status: 0 done, 1 runtime error, 2 usage\n";
 
 int main(int argc, char **argv) {
@@ -36,5 +41,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "--version")) return cli_print_version(TOOL), EXIT_OK;
     if (!strcmp(argv[1], "train")) return validator_train_main(argc - 1, argv + 1);
     if (!strcmp(argv[1], "classify")) return validator_classify_main(argc - 1, argv + 1);
-    cli_usage_error(TOOL, "unknown command '%s' (train, classify)", argv[1]);
+    if (!strcmp(argv[1], "score")) return validator_score_main(argc - 1, argv + 1);
+    cli_usage_error(TOOL, "unknown command '%s' (train, classify, score)", argv[1]);
 }

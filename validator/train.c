@@ -167,7 +167,7 @@ static int validate(JudgeNet *net, const Options *o) {
     Tally t;
     tally_init(&t, net->cfg.n_users);
     int rc = EXIT_OK;
-    if (classify_stream(net, &s, &t, 0, 64, o->gpu, err, sizeof(err))) fprintf(stderr, MSG "val: %s\n", err), rc = EXIT_RUNTIME;
+    if (classify_stream(net, &s, &t, NULL, 0, 64, o->gpu, err, sizeof(err))) fprintf(stderr, MSG "val: %s\n", err), rc = EXIT_RUNTIME;
     else if (!tally_total(&t)) fprintf(stderr, MSG "val: no images arrived on %s\n", o->val), rc = EXIT_RUNTIME;
     if (rc == EXIT_OK) {
         json_t *rep = tally_json(&t, net, o->judge, o->val);

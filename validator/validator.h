@@ -14,6 +14,7 @@
 
 int validator_train_main(int argc, char **argv);
 int validator_classify_main(int argc, char **argv);
+int validator_score_main(int argc, char **argv);
 
 // ---- an image stream (PULL), ended by docs/protocol.md's rule: the end frame and end.seq batches ----
 typedef struct {
@@ -67,10 +68,26 @@ int report_write(const json_t *report, const char *path, char *err, size_t errle
 // (channels, R, R) with the judge's channels and R = resolution (0: the judge's). Returns 0, or -1
 // with err for what makes the set unusable (images of another shape, no labels, a user the judge
 // does not know). gpu: on the GPU (device_choose()'s answer).
-int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, int resolution, int batch, int gpu, char *err,
-                    size_t errlen);
+// What the judge made of a set, kept for distribution figures (score): the pooled features, the
+// softmax probabilities and the true users (judge indices) of every image, in arrival order.
+typedef struct {
+    int n, cap, F, K;
+    float *feat;  // (n, F)
+    float *prob;  // (n, K)
+    int *truth;   // (n)
+} JudgedSet;
+void judged_free(JudgedSet *s);
+
+// collect: NULL, or a JudgedSet that every image's features and probabilities are appended to
+int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, JudgedSet *collect, int resolution, int batch, int gpu,
+                    char *err, size_t errlen);
+// every image of DIR/ID_<n>/ (users matched to the judge's by name), preprocessed as doppel-loader
+// does; the same tally and collection as classify_stream
+int classify_folder(JudgeNet *net, const char *dir, Tally *t, JudgedSet *collect, int resolution, int batch, int gpu,
+                    char *err, size_t errlen);
 // logits (N, K) of x (N, C, H, W, host memory) in passes of at most `batch` images, added into t
-// with truth (N); ctx on either device
-void classify_images(JudgeNet *net, Ctx *ctx, const float *x, const int *truth, int N, int H, int W, int batch, Tally *t);
+// with truth (N) (and into collect when not NULL); ctx on either device
+void classify_images(JudgeNet *net, Ctx *ctx, const float *x, const int *truth, int N, int H, int W, int batch, Tally *t,
+                     JudgedSet *collect);
 // the Markdown table (user, images, accuracy, mean P(true user), top confusion) and the overall line
 void tally_print_md(FILE *f, const json_t *report);

@@ -1,0 +1,120 @@
+// test_score.c: doppel-validator score end to end on simulated users: a judge trained from a loader
+// stream; real, held-out and "generated" sets as ID_<n>/ folders and as streams; a set scored
+// against itself has FID 0 and full precision/recall; the report is identical for identical input;
+// a source that is neither a folder nor a stream is refused with a message.
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "proc.h"
+#include "testlib.h"
+
+#define OUT "build/test-out/score"
+static const char *sim[] = {"--synthetic", "--users", "3", "--per-user", "40", "--resolution", "32", "--seed", "1", "--threads", "1"};
+#define SIM sim[0], sim[1], sim[2], sim[3], sim[4], sim[5], sim[6], sim[7], sim[8], sim[9], sim[10]
+
+static void ep(char *buf, size_t n, const char *prefix, int port) { snprintf(buf, n, "%stcp://127.0.0.1:%d", prefix, port); }
+
+static int make_judge_and_sets(void) {
+    EXPECT(system("rm -rf " OUT " && mkdir -p " OUT) == 0, "mkdir");
+    char b[64], c[64], *out, *err;
+    int p = free_port();
+    ep(b, 64, "@", p), ep(c, 64, ">", p);
+    Proc l;
+    proc_start(&l, (const char *[]){"doppel-loader", SIM, "--batch", "16", "--shuffle", "--forever", "--out", b, NULL});
+    int rc = proc_run((const char *[]){"doppel-validator", "train", "--in", c, "--judge", OUT "/judge", "--steps", "60",
+                                       "--block-out-channels", "8,16,32", "--lr", "3e-3", "--seed", "2", "--timeout", "60",
+                                       "--threads", "1", NULL},
+                      120, &out, &err);
+    kill(l.pid, SIGTERM);
+    proc_wait(&l, 20);
+    EXPECT(rc == 0, "judge train rc %d:\n%s", rc, err);
+    free(out), free(err);
+    for (int s = 0; s < 2 && !rc; s++) {
+        rc = proc_run((const char *[]){"doppel-loader", SIM, "--split", s ? "val" : "train", "--write", s ? OUT "/val" : OUT "/train",
+                                       NULL},
+                      60, &out, &err);
+        EXPECT(rc == 0, "loader --write rc %d: %s", rc, err);
+        free(out), free(err);
+    }
+    return rc;
+}
+
+static json_t *score(const char *const *args, const char *report, int want_rc, char **err_out) {
+    const char *argv[32] = {"doppel-validator", "score", "--judge", OUT "/judge", "--threads", "1"};
+    int k = 6;
+    for (int i = 0; args[i]; i++) argv[k++] = args[i];
+    if (report) argv[k++] = "--report", argv[k++] = report;
+    argv[k] = NULL;
+    char *out, *err;
+    int rc = proc_run(argv, 120, &out, &err);
+    EXPECT(rc == want_rc, "score rc %d (want %d):\n%s\n%s", rc, want_rc, out, err);
+    if (rc == 0) printf("%s", out);
+    free(out);
+    if (err_out) *err_out = err;
+    else free(err);
+    if (!report || rc) return NULL;
+    char path[512];
+    snprintf(path, sizeof(path), "%s/score.json", report);
+    return json_load_file(path, 0, NULL);
+}
+
+static double get(const json_t *rep, const char *section, const char *key) {
+    return json_number_value(json_object_get(json_object_get(rep, section), key));
+}
+
+static void test_score(void) {
+    if (make_judge_and_sets()) return;
+    // held-out users' spectrograms as the "generated" set, with the same set as the calibration
+    json_t *a = score((const char *[]){"--real", OUT "/train", "--generated", OUT "/val", "--real-val", OUT "/val", NULL},
+                      OUT "/r1", 0, NULL);
+    EXPECT(a, "no score.json");
+    if (!a) return;
+    double fid = get(a, "realism", "fid"), acc = get(a, "identity", "accuracy");
+    EXPECT(fid > 0 && fid == get(a, "realism_real_val", "fid") && acc == get(a, "identity_real_val", "accuracy"),
+           "the generated set is the calibration set: the same figures (FID %g / %g)", fid, get(a, "realism_real_val", "fid"));
+    EXPECT(json_integer_value(json_object_get(json_object_get(a, "identity"), "images")) == 24 &&
+               json_array_size(json_object_get(json_object_get(a, "identity"), "per_user")) == 3,
+           "24 held-out images of 3 users");
+    EXPECT(json_array_size(json_object_get(a, "checks")) == 4 && json_is_boolean(json_object_get(a, "pass")),
+           "four checks and a verdict");
+    const char *keys[] = {"kid", "precision", "recall", "inception_score"};
+    for (int i = 0; i < 4; i++) EXPECT(json_is_real(json_object_get(json_object_get(a, "realism"), keys[i])), "realism.%s", keys[i]);
+    // identical input, identical report
+    json_t *b = score((const char *[]){"--real", OUT "/train", "--generated", OUT "/val", "--real-val", OUT "/val", NULL},
+                      OUT "/r2", 0, NULL);
+    EXPECT(b && json_equal(a, b), "a second run with the same input gave another report");
+    json_decref(a), json_decref(b);
+    // a set against itself: FID 0, every sample inside the other set's manifold
+    a = score((const char *[]){"--real", OUT "/train", "--generated", OUT "/train", NULL}, OUT "/r3", 0, NULL);
+    if (a) {
+        EXPECT(fabs(get(a, "realism", "fid")) < 1e-6 && get(a, "realism", "precision") == 1.0 &&
+                   get(a, "realism", "recall") == 1.0,
+               "self-score: FID %g precision %g recall %g", get(a, "realism", "fid"), get(a, "realism", "precision"),
+               get(a, "realism", "recall"));
+        json_decref(a);
+    }
+    // the generated set as a stream (doppel-loader here; doppel-decoder --pub in a pipeline)
+    int p = free_port();
+    char bind[64], conn[64];
+    ep(bind, 64, "@", p), ep(conn, 64, ">", p);
+    Proc l;
+    proc_start(&l, (const char *[]){"doppel-loader", SIM, "--batch", "10", "--split", "val", "--out", bind, NULL});
+    a = score((const char *[]){"--real", OUT "/train", "--generated", conn, "--timeout", "60", NULL}, OUT "/r4", 0, NULL);
+    proc_wait(&l, 20);
+    EXPECT(a && json_integer_value(json_object_get(json_object_get(a, "identity"), "images")) == 24, "24 streamed images");
+    json_decref(a);
+    // neither a folder nor a stream
+    char *err = NULL;
+    score((const char *[]){"--real", OUT "/train", "--generated", OUT "/nope", NULL}, NULL, 1, &err);
+    EXPECT(err && strstr(err, OUT "/nope"), "the message names the source:\n%s", err ? err : "");
+    free(err);
+}
+
+int main(void) {
+    RUN(test_score);
+    return tl_finish();
+}

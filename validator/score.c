@@ -1,0 +1,267 @@
+// score.c: doppel-validator score: do generated spectrograms belong to the right person, and do they
+// look like the real ones? The judge (a user classifier trained on real spectrograms) classifies
+// the generated set (identity) and supplies the feature space the distribution figures are
+// measured in (realism: FID, KID, precision/recall; inception score from its softmax). The same
+// figures for a held-out real set (--real-val) against the real set are the calibration: what
+// "as real as real data" reads as in this feature space. A report (JSON + Markdown) with pass/fail
+// against thresholds; identical input gives an identical report.
+#include <getopt.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "check.h"
+#include "cli/cli.h"
+#include "io/fileio.h"
+#include "metrics/realism.h"
+#include "validator.h"
+
+static const char *USAGE =
+    "usage: doppel-validator score --judge DIR --real SRC --generated SRC [options]\n"
+    "\n"
+    "examples:\n"
+    "  doppel-validator score --judge runs/judge --real data/train --real-val data/val --generated runs/generated \\\n"
+    "      --report runs/score\n"
+    "  doppel-validator score --judge runs/judge --real data/train --generated '>tcp://127.0.0.1:5557'\n"
+    "\n"
+    "  SRC                a folder in the ID_<n>/ layout, or a stream endpoint (a finite stream of labelled\n"
+    "                     images, e.g. doppel-loader ... --out, or doppel-decoder --pub)\n"
+    "  --judge DIR        the user classifier (doppel-validator train): identity and feature space\n"
+    "  --real SRC         real spectrograms (the judge's training users), the reference distribution\n"
+    "  --generated SRC    generated spectrograms of the same users\n"
+    "  --real-val SRC     held-out real spectrograms: the real-vs-real calibration of every figure\n"
+    "  --report DIR       writes DIR/score.json (every figure) and DIR/score.md\n"
+    "  --k K              neighbours for precision/recall (3)\n"
+    "  --min-accuracy A   identity: generated accuracy to pass (0.8, the seed project's; doppel aims at 0.9)\n"
+    "  --max-fid F        realism: FID to pass (50, the seed project's, in Inception space; here the\n"
+    "                     judge's features, so read it next to the calibration)\n"
+    "  --max-fid-ratio R  realism: generated FID at most R x the real-val calibration FID (3)\n"
+    "  --min-is S         inception score (judge softmax) to pass (2)\n"
+    "  --resolution R  --batch B (64)  --timeout S (streams; 0: wait forever)  --threads N\n"
+    "  --device cpu|cuda|auto  where the judge runs   --help\n"
+    "exit status: 0 scored (pass or fail is in the report), 1 runtime error, 2 usage\n";
+
+typedef struct {
+    const char *judge, *real, *gen, *val, *report, *device;
+    int k, resolution, batch, timeout_s, threads, gpu;
+    double min_acc, max_fid, max_ratio, min_is;
+} Options;
+
+static Options parse(int argc, char **argv) {
+    Options o = {.k = 3, .batch = 64, .device = "auto", .min_acc = 0.8, .max_fid = 50, .max_ratio = 3, .min_is = 2};
+    enum { O_JUDGE = 256, O_REAL, O_GEN, O_VAL, O_REPORT, O_K, O_RES, O_BATCH, O_TIMEOUT, O_THREADS, O_DEVICE, O_MINACC,
+           O_MAXFID, O_RATIO, O_MINIS, O_HELP };
+    static const struct option opts[] = {
+        {"judge", 1, 0, O_JUDGE}, {"real", 1, 0, O_REAL}, {"generated", 1, 0, O_GEN}, {"real-val", 1, 0, O_VAL},
+        {"report", 1, 0, O_REPORT}, {"k", 1, 0, O_K}, {"resolution", 1, 0, O_RES}, {"batch", 1, 0, O_BATCH},
+        {"timeout", 1, 0, O_TIMEOUT}, {"threads", 1, 0, O_THREADS}, {"device", 1, 0, O_DEVICE},
+        {"min-accuracy", 1, 0, O_MINACC}, {"max-fid", 1, 0, O_MAXFID}, {"max-fid-ratio", 1, 0, O_RATIO},
+        {"min-is", 1, 0, O_MINIS}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+    optind = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_JUDGE: o.judge = optarg; break;
+        case O_REAL: o.real = optarg; break;
+        case O_GEN: o.gen = optarg; break;
+        case O_VAL: o.val = optarg; break;
+        case O_REPORT: o.report = optarg; break;
+        case O_K: o.k = (int)cli_parse_long(TOOL, "--k", optarg, 1, 100); break;
+        case O_RES: o.resolution = (int)cli_parse_long(TOOL, "--resolution", optarg, 8, 4096); break;
+        case O_BATCH: o.batch = (int)cli_parse_long(TOOL, "--batch", optarg, 1, 4096); break;
+        case O_TIMEOUT: o.timeout_s = (int)cli_parse_long(TOOL, "--timeout", optarg, 0, 1 << 30); break;
+        case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
+        case O_DEVICE:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
+                cli_usage_error(TOOL, "--device must be cpu, cuda or auto, not '%s'", optarg);
+            o.device = optarg;
+            break;
+        case O_MINACC: o.min_acc = cli_parse_double(TOOL, "--min-accuracy", optarg, 0, 1); break;
+        case O_MAXFID: o.max_fid = cli_parse_double(TOOL, "--max-fid", optarg, 0, 1e12); break;
+        case O_RATIO: o.max_ratio = cli_parse_double(TOOL, "--max-fid-ratio", optarg, 0, 1e12); break;
+        case O_MINIS: o.min_is = cli_parse_double(TOOL, "--min-is", optarg, 0, 1e12); break;
+        case O_HELP: fputs(USAGE, stdout); exit(EXIT_OK);
+        default: cli_usage_error(TOOL, "unknown option for 'score'");
+        }
+    }
+    if (optind < argc) cli_usage_error(TOOL, "unexpected argument '%s'", argv[optind]);
+    if (!o.judge || !o.real || !o.gen) cli_usage_error(TOOL, "score needs --judge DIR, --real SRC and --generated SRC");
+    if (o.threads) omp_set_num_threads(o.threads);
+    o.gpu = device_choose(o.device, "doppel-validator");
+    return o;
+}
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// the judge over one set (folder or stream): its tally and its features
+static int judge_set(JudgeNet *net, const Options *o, const char *src, Tally *t, JudgedSet *js, char *err,
+                     size_t errlen) {
+    tally_init(t, net->cfg.n_users);
+    memset(js, 0, sizeof(*js));
+    int rc;
+    if (is_dir(src)) {
+        rc = classify_folder(net, src, t, js, o->resolution, o->batch, o->gpu, err, errlen);
+    } else {
+        ImageStream s;
+        rc = istream_open(&s, src, o->timeout_s, err, errlen);
+        if (!rc) rc = classify_stream(net, &s, t, js, o->resolution, o->batch, o->gpu, err, errlen);
+        if (!rc && strcmp(s.why, "end")) fprintf(stderr, MSG "%s stopped before its end (%s): scoring what arrived\n", src, s.why);
+        istream_close(&s);
+    }
+    if (!rc && js->n < o->k + 1) rc = errf(err, errlen, "%s: %d images, too few to score (at least %d)", src, js->n, o->k + 1);
+    return rc;
+}
+
+// fraction of images whose true user is among the judge's top 3, and whose P(true user) > 0.8
+static void top3_and_pass(const JudgedSet *s, double *top3, double *pass) {
+    int in3 = 0, ok = 0, K = s->K;
+    for (int i = 0; i < s->n; i++) {
+        const float *p = s->prob + (size_t)i * K;
+        float pt = p[s->truth[i]];
+        int above = 0;
+        for (int k = 0; k < K; k++) above += p[k] > pt;
+        in3 += above < 3, ok += pt > 0.8f;
+    }
+    *top3 = (double)in3 / s->n, *pass = (double)ok / s->n;
+}
+
+// realism of set `b` against the reference set `a` in the judge's feature space
+static json_t *realism(const JudgedSet *a, const JudgedSet *b, int k, char *err, size_t errlen) {
+    double f, kd, pr, rc;
+    if (fid(a->feat, a->n, b->feat, b->n, a->F, &f, err, errlen) || kid(a->feat, a->n, b->feat, b->n, a->F, &kd, err, errlen) ||
+        precision_recall(a->feat, a->n, b->feat, b->n, a->F, k, &pr, &rc, err, errlen))
+        return NULL;
+    return json_pack("{s:f, s:f, s:f, s:f, s:f, s:i}", "fid", f, "kid", kd, "precision", pr, "recall", rc, "inception_score",
+                     inception_score(b->prob, b->n, b->K), "images", b->n);
+}
+
+static json_t *identity(const Tally *t, const JudgedSet *s, const JudgeNet *net, const char *judge, const char *src) {
+    json_t *j = tally_json(t, net, judge, src);
+    double top3, pass;
+    top3_and_pass(s, &top3, &pass);
+    json_object_set_new(j, "top3_accuracy", json_real(top3));
+    json_object_set_new(j, "pass_rate_p_gt_0.8", json_real(pass));
+    return j;
+}
+
+static double num(const json_t *o, const char *k) { return json_number_value(json_object_get(o, k)); }
+
+static void print_md(FILE *f, const json_t *rep) {
+    const json_t *gi = json_object_get(rep, "identity"), *gr = json_object_get(rep, "realism");
+    const json_t *vi = json_object_get(rep, "identity_real_val"), *vr = json_object_get(rep, "realism_real_val");
+    fprintf(f, "## doppel-validator score\n\n");
+    fprintf(f, "| figure | generated | real val (calibration) |\n|---|---:|---:|\n");
+#define ROW(name, gobj, vobj, key, fmt)                                                                            \
+    do {                                                                                                           \
+        fprintf(f, "| %s | " fmt " | ", name, num(gobj, key));                                                     \
+        if (vobj) fprintf(f, fmt " |\n", num(vobj, key));                                                          \
+        else fprintf(f, "- |\n");                                                                                  \
+    } while (0)
+    ROW("user accuracy", gi, vi, "accuracy", "%.3f");
+    ROW("top-3 accuracy", gi, vi, "top3_accuracy", "%.3f");
+    ROW("mean P(true user)", gi, vi, "mean_p_true", "%.3f");
+    ROW("P(true user) > 0.8", gi, vi, "pass_rate_p_gt_0.8", "%.3f");
+    ROW("FID (judge features) vs real", gr, vr, "fid", "%.3f");
+    ROW("KID vs real", gr, vr, "kid", "%.4f");
+    ROW("precision", gr, vr, "precision", "%.3f");
+    ROW("recall", gr, vr, "recall", "%.3f");
+    ROW("inception score (judge softmax)", gr, vr, "inception_score", "%.3f");
+#undef ROW
+    fprintf(f, "\n| check | threshold | value | |\n|---|---:|---:|---|\n");
+    const json_t *checks = json_object_get(rep, "checks");
+    size_t i;
+    json_t *c;
+    json_array_foreach(checks, i, c) {
+        fprintf(f, "| %s | %s %g | %.4g | %s |\n", json_string_value(json_object_get(c, "name")),
+                json_string_value(json_object_get(c, "op")), num(c, "threshold"), num(c, "value"),
+                json_is_true(json_object_get(c, "pass")) ? "pass" : "**fail**");
+    }
+    fprintf(f, "\n");
+    tally_print_md(f, gi);
+}
+
+static void add_check(json_t *checks, const char *name, const char *op, double threshold, double value) {
+    int pass = !strcmp(op, ">=") ? value >= threshold : value <= threshold;
+    json_array_append_new(checks, json_pack("{s:s, s:s, s:f, s:f, s:b}", "name", name, "op", op, "threshold", threshold,
+                                            "value", value, "pass", pass));
+}
+
+int validator_score_main(int argc, char **argv) {
+    Options o = parse(argc, argv);
+    char err[1024];
+    JudgeNet net;
+    if (judge_folder_load(&net, o.judge, err, sizeof(err))) return fprintf(stderr, MSG "%s\n", err), EXIT_RUNTIME;
+    zsock_install_signals();
+    Tally tr, tg, tv;
+    JudgedSet real, gen, val;
+    memset(&val, 0, sizeof(val));
+    int rc = EXIT_OK, have_val = o.val != NULL;
+    fprintf(stderr, MSG "real set %s\n", o.real);
+    if (judge_set(&net, &o, o.real, &tr, &real, err, sizeof(err))) return fprintf(stderr, MSG "%s\n", err), EXIT_RUNTIME;
+    fprintf(stderr, MSG "generated set %s\n", o.gen);
+    if (judge_set(&net, &o, o.gen, &tg, &gen, err, sizeof(err))) return fprintf(stderr, MSG "%s\n", err), EXIT_RUNTIME;
+    if (have_val) {
+        fprintf(stderr, MSG "real val set %s\n", o.val);
+        if (judge_set(&net, &o, o.val, &tv, &val, err, sizeof(err))) return fprintf(stderr, MSG "%s\n", err), EXIT_RUNTIME;
+    }
+    json_t *rep = json_object(), *checks = json_array();
+    json_object_set_new(rep, "tool", json_string("doppel-validator score"));
+    json_object_set_new(rep, "judge", json_string(o.judge));
+    json_object_set_new(rep, "real", json_string(o.real));
+    json_object_set_new(rep, "generated", json_string(o.gen));
+    json_object_set_new(rep, "real_val", o.val ? json_string(o.val) : json_null());
+    json_object_set_new(rep, "feature_dim", json_integer(real.F));
+    json_object_set_new(rep, "k", json_integer(o.k));
+    json_object_set_new(rep, "identity", identity(&tg, &gen, &net, o.judge, o.gen));
+    json_t *gr = realism(&real, &gen, o.k, err, sizeof(err)), *vr = NULL;
+    if (!gr) fprintf(stderr, MSG "%s\n", err), rc = EXIT_RUNTIME;
+    else json_object_set_new(rep, "realism", gr);
+    if (have_val) {
+        json_object_set_new(rep, "identity_real_val", identity(&tv, &val, &net, o.judge, o.val));
+        vr = realism(&real, &val, o.k, err, sizeof(err));
+        if (!vr) fprintf(stderr, MSG "%s\n", err), rc = EXIT_RUNTIME;
+        else json_object_set_new(rep, "realism_real_val", vr);
+    }
+    if (rc == EXIT_OK) {
+        const json_t *gi = json_object_get(rep, "identity");
+        add_check(checks, "generated user accuracy", ">=", o.min_acc, num(gi, "accuracy"));
+        add_check(checks, "FID (judge features)", "<=", o.max_fid, num(gr, "fid"));
+        add_check(checks, "inception score", ">=", o.min_is, num(gr, "inception_score"));
+        if (vr) add_check(checks, "FID / real-val FID", "<=", o.max_ratio, num(gr, "fid") / fmax(num(vr, "fid"), 1e-12));
+        int all = 1;
+        size_t i;
+        json_t *c;
+        json_array_foreach(checks, i, c) all &= json_is_true(json_object_get(c, "pass"));
+        json_object_set_new(rep, "checks", checks);
+        json_object_set_new(rep, "pass", json_boolean(all));
+        print_md(stdout, rep);
+        fflush(stdout);
+        if (o.report) {
+            char path[4096];
+            snprintf(path, sizeof(path), "%s/score.json", o.report);
+            if (mkdir_p(o.report, err, sizeof(err)) || report_write(rep, path, err, sizeof(err))) {
+                fprintf(stderr, MSG "%s\n", err), rc = EXIT_RUNTIME;
+            } else {
+                snprintf(path, sizeof(path), "%s/score.md", o.report);
+                FILE *f = fopen(path, "w");
+                if (f) print_md(f, rep), fclose(f);
+                else fprintf(stderr, MSG "cannot write %s\n", path), rc = EXIT_RUNTIME;
+                fprintf(stderr, MSG "report in %s/score.json and score.md\n", o.report);
+            }
+        }
+    } else {
+        json_decref(checks);
+    }
+    json_decref(rep);
+    tally_free(&tr), tally_free(&tg);
+    judged_free(&real), judged_free(&gen);
+    if (have_val) tally_free(&tv), judged_free(&val);
+    judge_free(&net);
+    zsock_term();
+    return rc;
+}
