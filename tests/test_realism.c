@@ -6,6 +6,7 @@
 
 #include "check.h"
 #include "metrics/realism.h"
+#include "metrics/spectro.h"
 #include "testlib.h"
 
 static double ref(json_t *cfg, const char *key) { return json_number_value(json_object_get(cfg, key)); }
@@ -84,9 +85,37 @@ static void test_auc_eer(void) {
            roc_auc(g4, 2, i4, 2), equal_error_rate(g4, 2, i4, 2));
 }
 
+// the spectrogram statistics on images built to known answers
+static void test_spectro(void) {
+    enum { H = 16, W = 48 };
+    float img[2][H * W];
+    for (int s = 0; s < 2; s++)  // a torso line oscillating with period 8 (s = 0) and 12 (s = 1), the rest -1
+        for (int w = 0; w < W; w++) {
+            int line = 8 + (int)lrint(4 * sin(2 * M_PI * w / (s ? 12.0 : 8.0)));
+            for (int h = 0; h < H; h++) img[s][h * W + w] = h == line ? 1.0f : h == line - 1 || h == line + 1 ? 0.0f : -1.0f;
+        }
+    EXPECT(cadence(img[0], H, W) == 8 && cadence(img[1], H, W) == 12, "cadence %d and %d, want 8 and 12",
+           cadence(img[0], H, W), cadence(img[1], H, W));
+    float flat[H * W];
+    for (int i = 0; i < H * W; i++) flat[i] = 0.5f;
+    EXPECT(cadence(flat, H, W) == 0, "a flat line has no cadence (%d)", cadence(flat, H, W));
+    double p[H], q[H], sum = 0;
+    doppler_profile(p, img[0], 1, 1, H, W);
+    doppler_profile(q, img[1], 1, 1, H, W);
+    for (int h = 0; h < H; h++) sum += p[h];
+    EXPECT(fabs(sum - 1) < 1e-12 && total_variation(p, p, H) == 0 && total_variation(p, q, H) > 0.01,
+           "profile sums to %g; TV self %g, other %g", sum, total_variation(p, p, H), total_variation(p, q, H));
+    float a[4] = {3, 1, 2, 4}, b[4] = {4, 2, 3, 1}, c[3] = {5, 6, 7}, d[4] = {1, 2, 3, 4};
+    EXPECT(ks_statistic(a, 4, b, 4) == 0, "KS of equal sets %g", ks_statistic(a, 4, b, 4));
+    EXPECT(ks_statistic(d, 4, c, 3) == 1, "KS of disjoint sets %g", ks_statistic(d, 4, c, 3));
+    float e[2] = {1, 3}, f[2] = {2, 4};
+    EXPECT(fabs(ks_statistic(e, 2, f, 2) - 0.5) < 1e-12, "KS of interleaved sets %g, want 0.5", ks_statistic(e, 2, f, 2));
+}
+
 int main(void) {
     RUN(test_against_reference);
     RUN(test_closed_forms);
     RUN(test_auc_eer);
+    RUN(test_spectro);
     return tl_finish();
 }

@@ -83,6 +83,14 @@ static void test_score(void) {
            "four checks and a verdict");
     const char *keys[] = {"kid", "precision", "recall", "inception_score"};
     for (int i = 0; i < 4; i++) EXPECT(json_is_real(json_object_get(json_object_get(a, "realism"), keys[i])), "realism.%s", keys[i]);
+    // radar statistics and diversity: the same set as the calibration gives the same figures; a
+    // held-out set of the same people is close to the real one
+    double tv = get(a, "spectrogram", "doppler_profile_tv"), ks = get(a, "spectrogram", "power_ks");
+    EXPECT(tv == get(a, "spectrogram_real_val", "doppler_profile_tv") && tv > 0 && tv < 0.1 && ks > 0 && ks < 0.2,
+           "Doppler profile TV %g, power KS %g", tv, ks);
+    EXPECT(json_array_size(json_object_get(json_object_get(a, "spectrogram"), "per_user")) == 3, "spectrogram per user");
+    EXPECT(get(a, "diversity", "spread_ratio") > 0 && json_is_real(json_object_get(json_object_get(a, "diversity"), "closer_than_real_val_p5")),
+           "diversity figures");
     // identical input, identical report
     json_t *b = score((const char *[]){"--real", OUT "/train", "--generated", OUT "/val", "--real-val", OUT "/val", NULL},
                       OUT "/r2", 0, NULL);

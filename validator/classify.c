@@ -125,20 +125,24 @@ int map_labels(const JudgeNet *net, const json_t *users, const WireTensor *label
 }
 
 void judged_free(JudgedSet *s) {
-    free(s->feat), free(s->prob), free(s->truth);
+    free(s->feat), free(s->prob), free(s->truth), free(s->img);
     memset(s, 0, sizeof(*s));
 }
 
-// appends m images' features (ctx memory), probabilities from logits (host) and truths
-static void judged_add(JudgedSet *s, Ctx *ctx, const float *feat, const float *logits, const int *truth, int m, int F,
-                       int K) {
+// appends m images (host, (m, C, H, W)), their features (ctx memory), probabilities from logits
+// (host) and truths
+static void judged_add(JudgedSet *s, Ctx *ctx, const float *x, int C, int H, int W, const float *feat,
+                       const float *logits, const int *truth, int m, int F, int K) {
+    size_t per = (size_t)C * H * W;
     if (s->n + m > s->cap) {
         s->cap = 2 * (s->n + m);
         s->feat = xrealloc(s->feat, (size_t)s->cap * F * sizeof(float));
         s->prob = xrealloc(s->prob, (size_t)s->cap * K * sizeof(float));
         s->truth = xrealloc(s->truth, (size_t)s->cap * sizeof(int));
+        s->img = xrealloc(s->img, (size_t)s->cap * per * sizeof(float));
     }
-    s->F = F, s->K = K;
+    s->F = F, s->K = K, s->C = C, s->H = H, s->W = W;
+    memcpy(s->img + (size_t)s->n * per, x, (size_t)m * per * sizeof(float));
     ctx_get(ctx, s->feat + (size_t)s->n * F, feat, (size_t)m * F * sizeof(float));
     for (int i = 0; i < m; i++) {  // softmax, as cross_entropy_forward
         const float *z = logits + (size_t)i * K;
@@ -165,7 +169,9 @@ void classify_images(JudgeNet *net, Ctx *ctx, const float *x, const int *truth, 
         float *lh = xmalloc((size_t)m * net->cfg.n_users * sizeof(float));
         ctx_get(ctx, lh, logits, (size_t)m * net->cfg.n_users * sizeof(float));
         tally_add(t, lh, truth + k0, m);
-        if (collect) judged_add(collect, ctx, net->features, lh, truth + k0, m, net->conv_norm_out.C, net->cfg.n_users);
+        if (collect)
+            judged_add(collect, ctx, x + k0 * per, C, H, W, net->features, lh, truth + k0, m, net->conv_norm_out.C,
+                       net->cfg.n_users);
         free(lh);
     }
 }

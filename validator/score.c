@@ -16,6 +16,7 @@
 #include "cli/cli.h"
 #include "io/fileio.h"
 #include "metrics/realism.h"
+#include "metrics/spectro.h"
 #include "validator.h"
 
 static const char *USAGE =
@@ -140,6 +141,129 @@ static json_t *realism(const JudgedSet *a, const JudgedSet *b, int k, char *err,
                      inception_score(b->prob, b->n, b->K), "images", b->n);
 }
 
+static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// the indices of set s's images of user u (malloc'd), their count in *n
+static int *of_user(const JudgedSet *s, int u, int *n) {
+    int *idx = xmalloc((size_t)(s->n ? s->n : 1) * sizeof(int));
+    *n = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->truth[i] == u) idx[(*n)++] = i;
+    return idx;
+}
+
+// radar statistics of set b against the reference a, per user the two share (spectro.h): Doppler
+// profile total variation, KS of the pixel values (channel 0, [0, 1] units), median gait cadence
+// of each; and the means over users
+static json_t *spectro_stats(const JudgedSet *a, const JudgedSet *b, const JudgeNet *net) {
+    int H = a->H, W = a->W, C = a->C;
+    size_t per = (size_t)C * H * W, plane = (size_t)H * W;
+    json_t *users = json_array();
+    double tv_sum = 0, ks_sum = 0, cad_sum = 0;
+    int nu = 0, ncad = 0;
+    double *pa = xmalloc(H * sizeof(double)), *pb = xmalloc(H * sizeof(double));
+    for (int u = 0; u < net->cfg.n_users; u++) {
+        int na, nb;
+        int *ia = of_user(a, u, &na), *ib = of_user(b, u, &nb);
+        if (na && nb) {
+            float *xa = xmalloc((size_t)na * per * sizeof(float)), *xb = xmalloc((size_t)nb * per * sizeof(float));
+            float *va = xmalloc((size_t)na * plane * sizeof(float)), *vb = xmalloc((size_t)nb * plane * sizeof(float));
+            int *ca = xmalloc((size_t)na * sizeof(int)), *cb = xmalloc((size_t)nb * sizeof(int));
+            for (int i = 0; i < na; i++) {
+                memcpy(xa + i * per, a->img + (size_t)ia[i] * per, per * sizeof(float));
+                for (size_t j = 0; j < plane; j++) va[i * plane + j] = 0.5f * (xa[i * per + j] + 1.0f);
+                ca[i] = cadence(xa + i * per, H, W);
+            }
+            for (int i = 0; i < nb; i++) {
+                memcpy(xb + i * per, b->img + (size_t)ib[i] * per, per * sizeof(float));
+                for (size_t j = 0; j < plane; j++) vb[i * plane + j] = 0.5f * (xb[i * per + j] + 1.0f);
+                cb[i] = cadence(xb + i * per, H, W);
+            }
+            doppler_profile(pa, xa, na, C, H, W);
+            doppler_profile(pb, xb, nb, C, H, W);
+            double tv = total_variation(pa, pb, H), ks = ks_statistic(va, (size_t)na * plane, vb, (size_t)nb * plane);
+            qsort(ca, (size_t)na, sizeof(int), cmp_int);
+            qsort(cb, (size_t)nb, sizeof(int), cmp_int);
+            int med_a = ca[na / 2], med_b = cb[nb / 2];
+            json_array_append_new(users, json_pack("{s:s, s:f, s:f, s:i, s:i}", "user", net->cfg.users[u],
+                                                   "doppler_profile_tv", tv, "power_ks", ks, "cadence_real", med_a,
+                                                   "cadence", med_b));
+            tv_sum += tv, ks_sum += ks, nu++;
+            if (med_a > 0 && med_b > 0) cad_sum += abs(med_a - med_b), ncad++;
+            free(xa), free(xb), free(va), free(vb), free(ca), free(cb);
+        }
+        free(ia), free(ib);
+    }
+    free(pa), free(pb);
+    return json_pack("{s:f, s:f, s:f, s:o}", "doppler_profile_tv", nu ? tv_sum / nu : NAN, "power_ks", nu ? ks_sum / nu : NAN,
+                     "cadence_abs_diff", ncad ? cad_sum / ncad : NAN, "per_user", users);
+}
+
+static double feat_dist(const float *x, const float *y, int F) {
+    double s = 0;
+    for (int j = 0; j < F; j++) s += ((double)x[j] - y[j]) * ((double)x[j] - y[j]);
+    return sqrt(s);
+}
+
+// mean pairwise feature distance within each user's images, averaged over users
+static double within_user_spread(const JudgedSet *s) {
+    double total = 0;
+    int users = 0;
+    for (int u = 0; u < s->K; u++) {
+        int n;
+        int *idx = of_user(s, u, &n);
+        if (n >= 2) {
+            double sum = 0;
+            for (int i = 0; i < n; i++)
+                for (int j = i + 1; j < n; j++) sum += feat_dist(s->feat + (size_t)idx[i] * s->F, s->feat + (size_t)idx[j] * s->F, s->F);
+            total += sum / (0.5 * n * (n - 1)), users++;
+        }
+        free(idx);
+    }
+    return users ? total / users : NAN;
+}
+
+// each image of q's distance to its nearest image of the reference r (n_q values, malloc'd)
+static double *nearest(const JudgedSet *q, const JudgedSet *r) {
+    double *d = xmalloc((size_t)q->n * sizeof(double));
+    for (int i = 0; i < q->n; i++) {
+        double best = INFINITY;
+        for (int j = 0; j < r->n; j++) {
+            double e = feat_dist(q->feat + (size_t)i * q->F, r->feat + (size_t)j * r->F, q->F);
+            if (e < best) best = e;
+        }
+        d[i] = best;
+    }
+    return d;
+}
+
+// diversity (within-user spread, generated over real) and memorisation (nearest real image of
+// each generated one, against the nearest real image of each held-out real one: a generated sample
+// closer than the 5th percentile of those is "closer to a training image than held-out data gets")
+static json_t *diversity(const JudgedSet *real, const JudgedSet *gen, const JudgedSet *val) {
+    double sr = within_user_spread(real), sg = within_user_spread(gen);
+    double *dg = nearest(gen, real);
+    qsort(dg, (size_t)gen->n, sizeof(double), cmp_dbl);
+    json_t *j = json_pack("{s:f, s:f, s:f, s:f}", "spread_real", sr, "spread_generated", sg, "spread_ratio", sg / sr,
+                          "nearest_real_median", dg[gen->n / 2]);
+    if (val && val->n) {
+        double *dv = nearest(val, real);
+        qsort(dv, (size_t)val->n, sizeof(double), cmp_dbl);
+        double p5 = dv[(int)(0.05 * (val->n - 1))];
+        int close = 0;
+        for (int i = 0; i < gen->n; i++) close += dg[i] < p5;
+        json_object_set_new(j, "nearest_real_median_real_val", json_real(dv[val->n / 2]));
+        json_object_set_new(j, "closer_than_real_val_p5", json_real((double)close / gen->n));
+        free(dv);
+    }
+    free(dg);
+    return j;
+}
+
 static json_t *identity(const Tally *t, const JudgedSet *s, const JudgeNet *net, const char *judge, const char *src) {
     json_t *j = tally_json(t, net, judge, src);
     double top3, pass;
@@ -171,7 +295,19 @@ static void print_md(FILE *f, const json_t *rep) {
     ROW("precision", gr, vr, "precision", "%.3f");
     ROW("recall", gr, vr, "recall", "%.3f");
     ROW("inception score (judge softmax)", gr, vr, "inception_score", "%.3f");
+    const json_t *gs = json_object_get(rep, "spectrogram"), *vs = json_object_get(rep, "spectrogram_real_val");
+    ROW("Doppler profile TV vs real (mean over users)", gs, vs, "doppler_profile_tv", "%.4f");
+    ROW("power histogram KS vs real", gs, vs, "power_ks", "%.4f");
+    ROW("gait cadence difference vs real (time columns)", gs, vs, "cadence_abs_diff", "%.2f");
 #undef ROW
+    const json_t *dv = json_object_get(rep, "diversity");
+    fprintf(f, "\nDiversity: within-user feature spread %.4g generated vs %.4g real (ratio %.3f). Memorisation: "
+               "median distance to the nearest real image %.4g",
+            num(dv, "spread_generated"), num(dv, "spread_real"), num(dv, "spread_ratio"), num(dv, "nearest_real_median"));
+    if (json_object_get(dv, "nearest_real_median_real_val"))
+        fprintf(f, " (held-out real: %.4g); %.1f%% of generated images are closer to a real one than 95%% of held-out "
+                   "real images are", num(dv, "nearest_real_median_real_val"), 100 * num(dv, "closer_than_real_val_p5"));
+    fprintf(f, ".\n");
     fprintf(f, "\n| check | threshold | value | |\n|---|---:|---:|---|\n");
     const json_t *checks = json_object_get(rep, "checks");
     size_t i;
@@ -221,7 +357,10 @@ int validator_score_main(int argc, char **argv) {
     json_t *gr = realism(&real, &gen, o.k, err, sizeof(err)), *vr = NULL;
     if (!gr) fprintf(stderr, MSG "%s\n", err), rc = EXIT_RUNTIME;
     else json_object_set_new(rep, "realism", gr);
+    json_object_set_new(rep, "spectrogram", spectro_stats(&real, &gen, &net));
+    json_object_set_new(rep, "diversity", diversity(&real, &gen, have_val ? &val : NULL));
     if (have_val) {
+        json_object_set_new(rep, "spectrogram_real_val", spectro_stats(&real, &val, &net));
         json_object_set_new(rep, "identity_real_val", identity(&tv, &val, &net, o.judge, o.val));
         vr = realism(&real, &val, o.k, err, sizeof(err));
         if (!vr) fprintf(stderr, MSG "%s\n", err), rc = EXIT_RUNTIME;

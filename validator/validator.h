@@ -71,10 +71,11 @@ int report_write(const json_t *report, const char *path, char *err, size_t errle
 // What the judge made of a set, kept for distribution figures (score): the pooled features, the
 // softmax probabilities and the true users (judge indices) of every image, in arrival order.
 typedef struct {
-    int n, cap, F, K;
+    int n, cap, F, K, C, H, W;
     float *feat;  // (n, F)
     float *prob;  // (n, K)
     int *truth;   // (n)
+    float *img;   // (n, C, H, W) the images as the judge saw them
 } JudgedSet;
 void judged_free(JudgedSet *s);
 
