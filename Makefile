@@ -46,7 +46,7 @@ BINS      := $(STAGES:%=$(BINDIR)/doppel-%) $(TOOLS:%=$(BINDIR)/doppel-%)
 BENCH_BIN := $(BUILD)/bench/bench_cpu
 BENCH_CUDA := $(BUILD)/bench/bench_cuda
 
-.PHONY: all test test-cuda asan bench bench-cuda fixtures check-diffusers clean
+.PHONY: all test test-cuda asan bench bench-cuda demo fixtures check-diffusers clean
 .SECONDARY:  # keep object files between builds
 all: $(LIB) $(BINS) $(TEST_BINS) $(BENCH_CUDA)
 
@@ -91,6 +91,11 @@ asan:
 
 bench: $(BENCH_BIN)
 	@bench/run.sh $(BENCH_BIN)
+
+# the whole thing on simulated people: data, VAE, UNet, generation, judge, score (pipelines/demo.sh;
+# DEMO_ARGS="--data DIR ..." for your own spectrograms)
+demo: all
+	@BIN=$(BINDIR) pipelines/demo.sh $(DEMO_ARGS)
 
 # the CUDA backend against the CPU, op by op and model by model (skips without a GPU)
 test-cuda: $(BUILD)/tests/test_cuda

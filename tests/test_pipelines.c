@@ -1,4 +1,4 @@
-// test_pipelines.c: pipelines/train.sh and pipelines/generate.sh run end to end on the tiny preset
+// test_pipelines.c: pipelines/train.sh, generate.sh and demo.sh run end to end on the tiny preset
 // (simulated users, a few steps each) and leave what they promise; a failing stage fails the script.
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +58,28 @@ static void test_train_then_generate(void) {
     EXPECT(rc != 0, "train.sh ran without --data or --synthetic");
 }
 
+// the demo, shrunk: simulated data, both trainings, generation, judge and score with its report
+static void test_demo(void) {
+    size_t len;
+    EXPECT(system("rm -rf " RUN_DIR "-demo && mkdir -p build/test-out") == 0, "rm");
+    int rc = sh("pipelines/demo.sh --users 3 --per-user 16 --vae-steps 3 --unet-steps 3 --judge-steps 5 --gen-per-user 4 "
+                "--out " RUN_DIR "-demo");
+    char *log = (char *)tl_read_file(RUN_DIR ".log", &len);
+    EXPECT(rc == 0, "demo.sh: rc %d\n%s", rc, log ? log : "");
+    EXPECT(log && strstr(log, "the report is " RUN_DIR "-demo/report/score.md"), "demo.sh does not say where the report is");
+    free(log);
+    EXPECT(count_pngs(RUN_DIR "-demo/data") == 48 && count_pngs(RUN_DIR "-demo/generated") == 12,
+           "demo data %d PNGs (want 48), generated %d (want 12)", count_pngs(RUN_DIR "-demo/data"),
+           count_pngs(RUN_DIR "-demo/generated"));
+    char *md = (char *)tl_read_file(RUN_DIR "-demo/report/score.md", &len);
+    EXPECT(md && strstr(md, "| user accuracy |") && strstr(md, "FID") && strstr(md, "| check |"), "score.md:\n%s",
+           md ? md : "(missing)");
+    free(md);
+    EXPECT(exists(RUN_DIR "-demo/report/score.json") && exists(RUN_DIR "-demo/judge/config.json"), "score.json and the judge");
+}
+
 int main(void) {
     RUN(test_train_then_generate);
+    RUN(test_demo);
     return tl_finish();
 }

@@ -91,6 +91,15 @@ static void test_score(void) {
     EXPECT(json_array_size(json_object_get(json_object_get(a, "spectrogram"), "per_user")) == 3, "spectrogram per user");
     EXPECT(get(a, "diversity", "spread_ratio") > 0 && json_is_real(json_object_get(json_object_get(a, "diversity"), "closer_than_real_val_p5")),
            "diversity figures");
+    // train on generated (here: held-out real), test on real
+    json_t *t = score((const char *[]){"--real", OUT "/train", "--generated", OUT "/val", "--real-val", OUT "/val",
+                                       "--tstr-steps", "30", NULL},
+                      OUT "/r5", 0, NULL);
+    if (t) {
+        double g = get(t, "tstr", "train_generated_test_real"), r = get(t, "tstr", "train_real_test_real");
+        EXPECT(g >= 0 && g <= 1 && r > 1.0 / 3 && r <= 1, "TSTR %g, TRTR %g", g, r);
+        json_decref(t);
+    }
     // identical input, identical report
     json_t *b = score((const char *[]){"--real", OUT "/train", "--generated", OUT "/val", "--real-val", OUT "/val", NULL},
                       OUT "/r2", 0, NULL);
@@ -120,6 +129,7 @@ static void test_score(void) {
     score((const char *[]){"--real", OUT "/train", "--generated", OUT "/nope", NULL}, NULL, 1, &err);
     EXPECT(err && strstr(err, OUT "/nope"), "the message names the source:\n%s", err ? err : "");
     free(err);
+    score((const char *[]){"--real", OUT "/train", "--generated", OUT "/val", "--tstr-steps", "5", NULL}, NULL, 2, NULL);
 }
 
 int main(void) {

@@ -14,6 +14,10 @@
 
 #include "check.h"
 #include "cli/cli.h"
+#include "data/dataset.h"
+#include "optim/adamw.h"
+#include "optim/clip.h"
+#include "optim/lr_schedule.h"
 #include "io/fileio.h"
 #include "metrics/realism.h"
 #include "metrics/spectro.h"
@@ -40,26 +44,29 @@ static const char *USAGE =
     "                     judge's features, so read it next to the calibration)\n"
     "  --max-fid-ratio R  realism: generated FID at most R x the real-val calibration FID (3)\n"
     "  --min-is S         inception score (judge softmax) to pass (2)\n"
+    "  --tstr-steps N     train on generated, test on real: a fresh judge of the same architecture\n"
+    "                     trained N steps on the generated set and one on the real set, both\n"
+    "                     tested on --real-val (0: off; needs --real-val)\n"
     "  --resolution R  --batch B (64)  --timeout S (streams; 0: wait forever)  --threads N\n"
     "  --device cpu|cuda|auto  where the judge runs   --help\n"
     "exit status: 0 scored (pass or fail is in the report), 1 runtime error, 2 usage\n";
 
 typedef struct {
     const char *judge, *real, *gen, *val, *report, *device;
-    int k, resolution, batch, timeout_s, threads, gpu;
+    int k, resolution, batch, timeout_s, threads, gpu, tstr_steps;
     double min_acc, max_fid, max_ratio, min_is;
 } Options;
 
 static Options parse(int argc, char **argv) {
     Options o = {.k = 3, .batch = 64, .device = "auto", .min_acc = 0.8, .max_fid = 50, .max_ratio = 3, .min_is = 2};
     enum { O_JUDGE = 256, O_REAL, O_GEN, O_VAL, O_REPORT, O_K, O_RES, O_BATCH, O_TIMEOUT, O_THREADS, O_DEVICE, O_MINACC,
-           O_MAXFID, O_RATIO, O_MINIS, O_HELP };
+           O_MAXFID, O_RATIO, O_MINIS, O_TSTR, O_HELP };
     static const struct option opts[] = {
         {"judge", 1, 0, O_JUDGE}, {"real", 1, 0, O_REAL}, {"generated", 1, 0, O_GEN}, {"real-val", 1, 0, O_VAL},
         {"report", 1, 0, O_REPORT}, {"k", 1, 0, O_K}, {"resolution", 1, 0, O_RES}, {"batch", 1, 0, O_BATCH},
         {"timeout", 1, 0, O_TIMEOUT}, {"threads", 1, 0, O_THREADS}, {"device", 1, 0, O_DEVICE},
         {"min-accuracy", 1, 0, O_MINACC}, {"max-fid", 1, 0, O_MAXFID}, {"max-fid-ratio", 1, 0, O_RATIO},
-        {"min-is", 1, 0, O_MINIS}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+        {"min-is", 1, 0, O_MINIS}, {"tstr-steps", 1, 0, O_TSTR}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     optind = 0;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -83,12 +90,14 @@ static Options parse(int argc, char **argv) {
         case O_MAXFID: o.max_fid = cli_parse_double(TOOL, "--max-fid", optarg, 0, 1e12); break;
         case O_RATIO: o.max_ratio = cli_parse_double(TOOL, "--max-fid-ratio", optarg, 0, 1e12); break;
         case O_MINIS: o.min_is = cli_parse_double(TOOL, "--min-is", optarg, 0, 1e12); break;
+        case O_TSTR: o.tstr_steps = (int)cli_parse_long(TOOL, "--tstr-steps", optarg, 0, 10000000); break;
         case O_HELP: fputs(USAGE, stdout); exit(EXIT_OK);
         default: cli_usage_error(TOOL, "unknown option for 'score'");
         }
     }
     if (optind < argc) cli_usage_error(TOOL, "unexpected argument '%s'", argv[optind]);
     if (!o.judge || !o.real || !o.gen) cli_usage_error(TOOL, "score needs --judge DIR, --real SRC and --generated SRC");
+    if (o.tstr_steps && !o.val) cli_usage_error(TOOL, "--tstr-steps needs --real-val SRC (the real data both are tested on)");
     if (o.threads) omp_set_num_threads(o.threads);
     o.gpu = device_choose(o.device, "doppel-validator");
     return o;
@@ -264,6 +273,67 @@ static json_t *diversity(const JudgedSet *real, const JudgedSet *gen, const Judg
     return j;
 }
 
+// A fresh judge of tmpl's architecture trained `steps` AdamW steps (batch 32, random circular time
+// shifts, cosine schedule, lr 1e-3) on the images of train, then its accuracy on test. The same
+// seed and recipe for every call, so train-on-generated and train-on-real differ only in the data.
+static double train_and_test(const JudgeNet *tmpl, const JudgedSet *train, const JudgedSet *test, int steps, int gpu) {
+    JudgeNet net;
+    judge_build(&net, &tmpl->cfg);
+    Rng rng;
+    rng_seed(&rng, 1234);
+    judge_init(&net, &rng);
+    AdamW opt;
+    adamw_init(&opt, &net.ps, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f);
+    Compute cp;
+    compute_init(&cp, &net.ps, &rng, gpu);
+    Ctx *ctx = &cp.ctx;
+    int B = 32, C = train->C, H = train->H, W = train->W, K = net.cfg.n_users;
+    size_t per = (size_t)C * H * W;
+    float *x = xmalloc((size_t)B * per * sizeof(float)), *tmp = xmalloc((size_t)W * sizeof(float));
+    int32_t lab[32];
+    for (int step = 0; step < steps; step++) {
+        for (int b = 0; b < B; b++) {
+            int i = (int)rng_below(&rng, (uint32_t)train->n);
+            memcpy(x + b * per, train->img + (size_t)i * per, per * sizeof(float));
+            augment_time_shift(x + b * per, C, H, W, (int)rng_below(&rng, (uint32_t)W), tmp);
+            lab[b] = train->truth[i];
+        }
+        arena_reset(&cp.arena);
+        ctx->train = 1;
+        compute_zero_grad(&cp);
+        Tensor xt = ctx_tensor(ctx, B, C, H, W);
+        ctx_put(ctx, xt.d, x, (size_t)B * per * sizeof(float));
+        const int32_t *ld = ctx_input(ctx, lab, sizeof(lab));
+        float *logits = judge_forward(ctx, &net, xt);
+        float *probs = arena_floats(ctx->arena, (size_t)B * K), *dlogits = arena_zeros(ctx->arena, (size_t)B * K);
+        float loss = OP(ctx, cross_entropy_forward, probs, logits, ld, B, K);
+        OP(ctx, cross_entropy_backward, dlogits, probs, ld, B, K, 1.0f);
+        judge_backward(ctx, &net, dlogits);
+        if (!isfinite(loss) || !OP(ctx, grads_finite, ctx->ps)) continue;
+        OP(ctx, clip_grad_norm, ctx->ps, 1.0f);
+        OP(ctx, adamw_step, &opt, ctx->ps, lr_at(LR_COSINE_WARMUP, 1e-3f, opt.step, steps / 20, steps));
+    }
+    ctx->train = 0;
+    int correct = 0;
+    float *lh = xmalloc((size_t)B * K * sizeof(float));
+    for (int i0 = 0; i0 < test->n; i0 += B) {
+        int m = test->n - i0 < B ? test->n - i0 : B;
+        arena_reset(&cp.arena);
+        Tensor xt = ctx_tensor(ctx, m, C, H, W);
+        ctx_put(ctx, xt.d, test->img + (size_t)i0 * per, (size_t)m * per * sizeof(float));
+        ctx_get(ctx, lh, judge_forward(ctx, &net, xt), (size_t)m * K * sizeof(float));
+        for (int i = 0; i < m; i++) {
+            int best = 0;
+            for (int k = 1; k < K; k++) best = lh[i * K + k] > lh[i * K + best] ? k : best;
+            correct += best == test->truth[i0 + i];
+        }
+    }
+    free(x), free(tmp), free(lh);
+    compute_free(&cp);
+    judge_free(&net);
+    return (double)correct / test->n;
+}
+
 static json_t *identity(const Tally *t, const JudgedSet *s, const JudgeNet *net, const char *judge, const char *src) {
     json_t *j = tally_json(t, net, judge, src);
     double top3, pass;
@@ -308,6 +378,12 @@ static void print_md(FILE *f, const json_t *rep) {
         fprintf(f, " (held-out real: %.4g); %.1f%% of generated images are closer to a real one than 95%% of held-out "
                    "real images are", num(dv, "nearest_real_median_real_val"), 100 * num(dv, "closer_than_real_val_p5"));
     fprintf(f, ".\n");
+    const json_t *ts = json_object_get(rep, "tstr");
+    if (ts)
+        fprintf(f, "\nTrain on generated, test on real (%lld steps, the judge's architecture): %.3f accuracy on the real val "
+                   "set, against %.3f trained on real (%.2f of it).\n",
+                (long long)json_integer_value(json_object_get(ts, "steps")), num(ts, "train_generated_test_real"),
+                num(ts, "train_real_test_real"), num(ts, "ratio"));
     fprintf(f, "\n| check | threshold | value | |\n|---|---:|---:|---|\n");
     const json_t *checks = json_object_get(rep, "checks");
     size_t i;
@@ -358,6 +434,13 @@ int validator_score_main(int argc, char **argv) {
     if (!gr) fprintf(stderr, MSG "%s\n", err), rc = EXIT_RUNTIME;
     else json_object_set_new(rep, "realism", gr);
     json_object_set_new(rep, "spectrogram", spectro_stats(&real, &gen, &net));
+    if (o.tstr_steps && have_val) {
+        fprintf(stderr, MSG "TSTR: training a fresh judge on the generated set, and one on the real set (%d steps each)\n",
+                o.tstr_steps);
+        double tstr = train_and_test(&net, &gen, &val, o.tstr_steps, o.gpu), trtr = train_and_test(&net, &real, &val, o.tstr_steps, o.gpu);
+        json_object_set_new(rep, "tstr", json_pack("{s:i, s:f, s:f, s:f}", "steps", o.tstr_steps, "train_generated_test_real",
+                                                   tstr, "train_real_test_real", trtr, "ratio", trtr > 0 ? tstr / trtr : NAN));
+    }
     json_object_set_new(rep, "diversity", diversity(&real, &gen, have_val ? &val : NULL));
     if (have_val) {
         json_object_set_new(rep, "spectrogram_real_val", spectro_stats(&real, &val, &net));
