@@ -91,6 +91,16 @@ static void test_score(void) {
     EXPECT(json_array_size(json_object_get(json_object_get(a, "spectrogram"), "per_user")) == 3, "spectrogram per user");
     EXPECT(get(a, "diversity", "spread_ratio") > 0 && json_is_real(json_object_get(json_object_get(a, "diversity"), "closer_than_real_val_p5")),
            "diversity figures");
+    // the pictures next to the figures
+    const char *pics[] = {"grid.png", "confusion.png", "doppler_profile.png", "power_histogram.png"};
+    for (int i = 0; i < 4; i++) {
+        char path[256];
+        snprintf(path, sizeof(path), OUT "/r1/%s", pics[i]);
+        size_t len = 0;
+        unsigned char *png = tl_read_file(path, &len);
+        EXPECT(png && len > 100 && !memcmp(png, "\x89PNG", 4), "%s missing or not a PNG", path);
+        free(png);
+    }
     // train on generated (here: held-out real), test on real
     json_t *t = score((const char *[]){"--real", OUT "/train", "--generated", OUT "/val", "--real-val", OUT "/val",
                                        "--tstr-steps", "30", NULL},

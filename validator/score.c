@@ -18,7 +18,9 @@
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/lr_schedule.h"
+#include "image/image.h"
 #include "io/fileio.h"
+#include "plot/plot.h"
 #include "metrics/realism.h"
 #include "metrics/spectro.h"
 #include "validator.h"
@@ -397,6 +399,90 @@ static void print_md(FILE *f, const json_t *rep) {
     tally_print_md(f, gi);
 }
 
+// ---- report pictures ----
+// DIR/grid.png: a row per user (the first 12), 4 real then 4 generated spectrograms
+static void write_grid(const char *dir, const JudgedSet *real, const JudgedSet *gen, int K, Colormap cmap) {
+    enum { PER = 4, COLS = 2 * PER };
+    int rows = K < 12 ? K : 12, C = real->C, H = real->H, W = real->W;
+    size_t per = (size_t)C * H * W;
+    float *tiles = xcalloc((size_t)rows * COLS * per, sizeof(float));
+    int *present = xcalloc((size_t)rows * COLS, sizeof(int));
+    for (int u = 0; u < rows; u++)
+        for (int s = 0; s < 2; s++) {
+            const JudgedSet *js = s ? gen : real;
+            int got = 0;
+            for (int i = 0; i < js->n && got < PER; i++)
+                if (js->truth[i] == u) {
+                    int t = u * COLS + s * PER + got++;
+                    memcpy(tiles + (size_t)t * per, js->img + (size_t)i * per, per * sizeof(float));
+                    present[t] = 1;
+                }
+        }
+    Image im;
+    char path[4096], err[256];
+    snprintf(path, sizeof(path), "%s/grid.png", dir);
+    if (image_grid(&im, tiles, present, rows, COLS, C, H, W, cmap, 64, 4) == 0) {
+        if (image_write_png(path, &im, 8, NULL, err, sizeof(err))) fprintf(stderr, MSG "%s\n", err);
+        image_free(&im);
+    }
+    free(tiles), free(present);
+}
+
+// DIR/confusion.png: the generated set's confusion matrix, rows normalised (true user down, predicted
+// user across), viridis from 0 (dark) to 1 (yellow)
+static void write_confusion(const char *dir, const Tally *t) {
+    int K = t->K, f = K < 64 ? 512 / K : 8;
+    float *m = xmalloc((size_t)K * K * sizeof(float));
+    for (int i = 0; i < K; i++)
+        for (int j = 0; j < K; j++)
+            m[i * K + j] = t->count[i] ? 2.0f * (float)t->confusion[i * K + j] / (float)t->count[i] - 1.0f : -1.0f;
+    Image im;
+    char path[4096], err[256];
+    snprintf(path, sizeof(path), "%s/confusion.png", dir);
+    if (image_alloc(&im, 3, K * f, K * f) == 0) {
+        image_draw_tile(&im, 0, 0, m, 1, K, K, f, CMAP_VIRIDIS);
+        if (image_write_png(path, &im, 8, NULL, err, sizeof(err))) fprintf(stderr, MSG "%s\n", err);
+        image_free(&im);
+    }
+    free(m);
+}
+
+// DIR/doppler_profile.png (mean power per Doppler bin, all users) and DIR/power_histogram.png
+static void write_plots(const char *dir, const JudgedSet *real, const JudgedSet *gen) {
+    int H = real->H, W = real->W, C = real->C;
+    enum { BINS = 50 };
+    double *pr = xmalloc(H * sizeof(double)), *pg = xmalloc(H * sizeof(double));
+    doppler_profile(pr, real->img, real->n, C, H, W);
+    doppler_profile(pg, gen->img, gen->n, C, H, W);
+    float *xs = xmalloc(H * sizeof(float)), *yr = xmalloc(H * sizeof(float)), *yg = xmalloc(H * sizeof(float));
+    for (int h = 0; h < H; h++) xs[h] = (float)h, yr[h] = (float)pr[h], yg[h] = (float)pg[h];
+    const char *names[2] = {"real", "generated"};
+    char path[4096], err[256];
+    snprintf(path, sizeof(path), "%s/doppler_profile.png", dir);
+    if (plot_lines(path, "mean Doppler profile", "Doppler bin", "share of power", 0, 2, names,
+                   (const float *[]){xs, xs}, (const float *[]){yr, yg}, (int[]){H, H}, err, sizeof(err)))
+        fprintf(stderr, MSG "%s\n", err);
+    float hx[BINS], hr[BINS] = {0}, hg[BINS] = {0};
+    for (int b = 0; b < BINS; b++) hx[b] = (b + 0.5f) / BINS;
+    const JudgedSet *sets[2] = {real, gen};
+    float *hist[2] = {hr, hg};
+    for (int s = 0; s < 2; s++) {
+        size_t n = 0;
+        for (int i = 0; i < sets[s]->n; i++)
+            for (size_t j = 0; j < (size_t)H * W; j++) {
+                float u = 0.5f * (sets[s]->img[(size_t)i * C * H * W + j] + 1.0f);
+                int b = (int)(u * BINS);
+                hist[s][b < 0 ? 0 : b >= BINS ? BINS - 1 : b] += 1, n++;
+            }
+        for (int b = 0; b < BINS; b++) hist[s][b] /= (float)(n ? n : 1);
+    }
+    snprintf(path, sizeof(path), "%s/power_histogram.png", dir);
+    if (plot_lines(path, "power histogram", "power (0..1)", "share of pixels", 1, 2, names, (const float *[]){hx, hx},
+                   (const float *[]){hr, hg}, (int[]){BINS, BINS}, err, sizeof(err)))
+        fprintf(stderr, MSG "%s\n", err);
+    free(pr), free(pg), free(xs), free(yr), free(yg);
+}
+
 static void add_check(json_t *checks, const char *name, const char *op, double threshold, double value) {
     int pass = !strcmp(op, ">=") ? value >= threshold : value <= threshold;
     json_array_append_new(checks, json_pack("{s:s, s:s, s:f, s:f, s:b}", "name", name, "op", op, "threshold", threshold,
@@ -473,7 +559,14 @@ int validator_score_main(int argc, char **argv) {
                 FILE *f = fopen(path, "w");
                 if (f) print_md(f, rep), fclose(f);
                 else fprintf(stderr, MSG "cannot write %s\n", path), rc = EXIT_RUNTIME;
-                fprintf(stderr, MSG "report in %s/score.json and score.md\n", o.report);
+                const char *cm = json_string_value(net.extra ? json_object_get(net.extra, "colormap") : NULL);
+                Colormap cmap = CMAP_JET;
+                if (cm) colormap_parse(cm, &cmap);
+                write_grid(o.report, &real, &gen, net.cfg.n_users, cmap);
+                write_confusion(o.report, &tg);
+                write_plots(o.report, &real, &gen);
+                fprintf(stderr, MSG "report in %s: score.md, score.json, grid.png (real | generated per user), "
+                        "confusion.png, doppler_profile.png, power_histogram.png\n", o.report);
             }
         }
     } else {
