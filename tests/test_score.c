@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "proc.h"
@@ -15,6 +17,12 @@
 #define OUT "build/test-out/score"
 static const char *sim[] = {"--synthetic", "--users", "3", "--per-user", "40", "--resolution", "32", "--seed", "1", "--threads", "1"};
 #define SIM sim[0], sim[1], sim[2], sim[3], sim[4], sim[5], sim[6], sim[7], sim[8], sim[9], sim[10]
+
+static double tl_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static void ep(char *buf, size_t n, const char *prefix, int port) { snprintf(buf, n, "%stcp://127.0.0.1:%d", prefix, port); }
 
@@ -142,7 +150,52 @@ static void test_score(void) {
     score((const char *[]){"--real", OUT "/train", "--generated", OUT "/val", "--tstr-steps", "5", NULL}, NULL, 2, NULL);
 }
 
+// score --generator: a doppel-diffuser serve on another port (another host in real use); then the
+// same server killed mid-request, and no server at all: clear errors, no hang
+static void test_remote_generator(void) {
+    if (!tl_read_file(OUT "/judge/config.json", &(size_t){0})) return tl_fail(__FILE__, __LINE__, "needs test_score's judge");
+    const char *bin = getenv("DOPPEL_BIN");
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "BIN=$PWD/%s pipelines/train.sh --synthetic --users 3 --per-user 8 --preset tiny --resolution 32 "
+             "--vae-steps 3 --unet-steps 3 --out " OUT "/gen-run > " OUT "/gen-run.log 2>&1", bin && *bin ? bin : "bin");
+    EXPECT(system(cmd) == 0, "train.sh for the generator failed (see " OUT "/gen-run.log)");
+    int p = free_port();
+    char bind[64], conn[64];
+    ep(bind, 64, "@", p), ep(conn, 64, "", p);
+    Proc srv;
+    proc_start(&srv, (const char *[]){"doppel-diffuser", "serve", "--unet", OUT "/gen-run/unet", "--bind", bind, "--batch", "4",
+                                      "--threads", "1", NULL});
+    json_t *a = score((const char *[]){"--real", OUT "/train", "--generator", conn, "--vae", OUT "/gen-run/vae", "--per-user",
+                                       "4", "--steps", "3", NULL},
+                      OUT "/r6", 0, NULL);
+    EXPECT(a && json_integer_value(json_object_get(json_object_get(a, "identity"), "images")) == 12,
+           "12 samples (3 users x 4) from the remote generator");
+    json_decref(a);
+    // killed mid-request: a long request, the server stopped a moment later
+    char *err = NULL;
+    Proc sc;
+    proc_start(&sc, (const char *[]){"doppel-validator", "score", "--judge", OUT "/judge", "--real", OUT "/train",
+                                     "--generator", conn, "--vae", OUT "/gen-run/vae", "--per-user", "400", "--steps", "50",
+                                     "--threads", "1", NULL});
+    sleep(4);
+    kill(srv.pid, SIGKILL);
+    proc_wait(&srv, 10);
+    double t0 = tl_now();
+    int rc = proc_wait(&sc, 60);
+    err = proc_read(sc.err);
+    EXPECT(rc == 1 && strstr(err, "stopped answering") && tl_now() - t0 < 30,
+           "killed generator: rc %d after %.1f s:\n%s", rc, tl_now() - t0, err);
+    free(err);
+    // nobody there
+    t0 = tl_now();
+    score((const char *[]){"--real", OUT "/train", "--generator", conn, "--vae", OUT "/gen-run/vae", NULL}, NULL, 1, &err);
+    EXPECT(err && strstr(err, "did not answer") && tl_now() - t0 < 40, "no generator: %.1f s:\n%s", tl_now() - t0,
+           err ? err : "");
+    free(err);
+}
+
 int main(void) {
     RUN(test_score);
+    RUN(test_remote_generator);
     return tl_finish();
 }

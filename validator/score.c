@@ -38,6 +38,10 @@ static const char *USAGE =
     "  --judge DIR        the user classifier (doppel-validator train): identity and feature space\n"
     "  --real SRC         real spectrograms (the judge's training users), the reference distribution\n"
     "  --generated SRC    generated spectrograms of the same users\n"
+    "  --generator EP     or: ask a running doppel-diffuser serve at EP (e.g. tcp://gpu-host:5560) for\n"
+    "                     --per-user N (16) samples of every user it shares with the judge (--steps 20,\n"
+    "                     --guidance 2, --sampler dpmpp2m, --gen-seed 0), decoded here with --vae DIR;\n"
+    "                     a generator that stops answering pings is retried, then given up with a message\n"
     "  --real-val SRC     held-out real spectrograms: the real-vs-real calibration of every figure\n"
     "  --report DIR       writes DIR/score.json (every figure) and DIR/score.md\n"
     "  --k K              neighbours for precision/recall (3)\n"
@@ -54,21 +58,27 @@ static const char *USAGE =
     "exit status: 0 scored (pass or fail is in the report), 1 runtime error, 2 usage\n";
 
 typedef struct {
-    const char *judge, *real, *gen, *val, *report, *device;
+    const char *judge, *real, *gen, *val, *report, *device, *generator, *vae, *sampler;
+    int per_user, steps;
+    long gen_seed;
+    double guidance;
     int k, resolution, batch, timeout_s, threads, gpu, tstr_steps;
     double min_acc, max_fid, max_ratio, min_is;
 } Options;
 
 static Options parse(int argc, char **argv) {
-    Options o = {.k = 3, .batch = 64, .device = "auto", .min_acc = 0.8, .max_fid = 50, .max_ratio = 3, .min_is = 2};
+    Options o = {.k = 3, .batch = 64, .device = "auto", .min_acc = 0.8, .max_fid = 50, .max_ratio = 3, .min_is = 2,
+                 .per_user = 16, .steps = 20, .guidance = 2.0, .sampler = "dpmpp2m"};
     enum { O_JUDGE = 256, O_REAL, O_GEN, O_VAL, O_REPORT, O_K, O_RES, O_BATCH, O_TIMEOUT, O_THREADS, O_DEVICE, O_MINACC,
-           O_MAXFID, O_RATIO, O_MINIS, O_TSTR, O_HELP };
+           O_MAXFID, O_RATIO, O_MINIS, O_TSTR, O_GENERATOR, O_VAE, O_PER, O_STEPS, O_G, O_SAMPLER, O_GSEED, O_HELP };
     static const struct option opts[] = {
         {"judge", 1, 0, O_JUDGE}, {"real", 1, 0, O_REAL}, {"generated", 1, 0, O_GEN}, {"real-val", 1, 0, O_VAL},
         {"report", 1, 0, O_REPORT}, {"k", 1, 0, O_K}, {"resolution", 1, 0, O_RES}, {"batch", 1, 0, O_BATCH},
         {"timeout", 1, 0, O_TIMEOUT}, {"threads", 1, 0, O_THREADS}, {"device", 1, 0, O_DEVICE},
         {"min-accuracy", 1, 0, O_MINACC}, {"max-fid", 1, 0, O_MAXFID}, {"max-fid-ratio", 1, 0, O_RATIO},
-        {"min-is", 1, 0, O_MINIS}, {"tstr-steps", 1, 0, O_TSTR}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+        {"min-is", 1, 0, O_MINIS}, {"tstr-steps", 1, 0, O_TSTR}, {"generator", 1, 0, O_GENERATOR}, {"vae", 1, 0, O_VAE},
+        {"per-user", 1, 0, O_PER}, {"steps", 1, 0, O_STEPS}, {"guidance", 1, 0, O_G}, {"sampler", 1, 0, O_SAMPLER},
+        {"gen-seed", 1, 0, O_GSEED}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     optind = 0;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -92,13 +102,22 @@ static Options parse(int argc, char **argv) {
         case O_MAXFID: o.max_fid = cli_parse_double(TOOL, "--max-fid", optarg, 0, 1e12); break;
         case O_RATIO: o.max_ratio = cli_parse_double(TOOL, "--max-fid-ratio", optarg, 0, 1e12); break;
         case O_MINIS: o.min_is = cli_parse_double(TOOL, "--min-is", optarg, 0, 1e12); break;
+        case O_GENERATOR: o.generator = optarg; break;
+        case O_VAE: o.vae = optarg; break;
+        case O_PER: o.per_user = (int)cli_parse_long(TOOL, "--per-user", optarg, 1, 100000); break;
+        case O_STEPS: o.steps = (int)cli_parse_long(TOOL, "--steps", optarg, 1, 1000); break;
+        case O_G: o.guidance = cli_parse_double(TOOL, "--guidance", optarg, 0, 1000); break;
+        case O_SAMPLER: o.sampler = optarg; break;
+        case O_GSEED: o.gen_seed = cli_parse_long(TOOL, "--gen-seed", optarg, 0, 1L << 50); break;
         case O_TSTR: o.tstr_steps = (int)cli_parse_long(TOOL, "--tstr-steps", optarg, 0, 10000000); break;
         case O_HELP: fputs(USAGE, stdout); exit(EXIT_OK);
         default: cli_usage_error(TOOL, "unknown option for 'score'");
         }
     }
     if (optind < argc) cli_usage_error(TOOL, "unexpected argument '%s'", argv[optind]);
-    if (!o.judge || !o.real || !o.gen) cli_usage_error(TOOL, "score needs --judge DIR, --real SRC and --generated SRC");
+    if (!o.judge || !o.real || !o.gen == !o.generator)
+        cli_usage_error(TOOL, "score needs --judge DIR, --real SRC and one of --generated SRC or --generator EP");
+    if (o.generator && !o.vae) cli_usage_error(TOOL, "--generator needs --vae DIR (the VAE that decodes its latents)");
     if (o.tstr_steps && !o.val) cli_usage_error(TOOL, "--tstr-steps needs --real-val SRC (the real data both are tested on)");
     if (o.threads) omp_set_num_threads(o.threads);
     o.gpu = device_choose(o.device, "doppel-validator");
@@ -501,8 +520,17 @@ int validator_score_main(int argc, char **argv) {
     int rc = EXIT_OK, have_val = o.val != NULL;
     fprintf(stderr, MSG "real set %s\n", o.real);
     if (judge_set(&net, &o, o.real, &tr, &real, err, sizeof(err))) return fprintf(stderr, MSG "%s\n", err), EXIT_RUNTIME;
-    fprintf(stderr, MSG "generated set %s\n", o.gen);
-    if (judge_set(&net, &o, o.gen, &tg, &gen, err, sizeof(err))) return fprintf(stderr, MSG "%s\n", err), EXIT_RUNTIME;
+    if (o.generator) {
+        fprintf(stderr, MSG "generated set: asking %s for %d samples per user\n", o.generator, o.per_user);
+        RemoteRequest rq = {o.generator, o.vae, o.per_user, o.steps, o.timeout_s, o.gen_seed, o.guidance, o.sampler};
+        tally_init(&tg, net.cfg.n_users);
+        memset(&gen, 0, sizeof(gen));
+        if (score_remote(&net, &rq, &tg, &gen, o.batch, o.gpu, err, sizeof(err))) return fprintf(stderr, MSG "%s\n", err), EXIT_RUNTIME;
+        if (gen.n < o.k + 1) return fprintf(stderr, MSG "%d generated images, too few to score\n", gen.n), EXIT_RUNTIME;
+    } else {
+        fprintf(stderr, MSG "generated set %s\n", o.gen);
+        if (judge_set(&net, &o, o.gen, &tg, &gen, err, sizeof(err))) return fprintf(stderr, MSG "%s\n", err), EXIT_RUNTIME;
+    }
     if (have_val) {
         fprintf(stderr, MSG "real val set %s\n", o.val);
         if (judge_set(&net, &o, o.val, &tv, &val, err, sizeof(err))) return fprintf(stderr, MSG "%s\n", err), EXIT_RUNTIME;
@@ -511,11 +539,11 @@ int validator_score_main(int argc, char **argv) {
     json_object_set_new(rep, "tool", json_string("doppel-validator score"));
     json_object_set_new(rep, "judge", json_string(o.judge));
     json_object_set_new(rep, "real", json_string(o.real));
-    json_object_set_new(rep, "generated", json_string(o.gen));
+    json_object_set_new(rep, "generated", json_string(o.gen ? o.gen : o.generator));
     json_object_set_new(rep, "real_val", o.val ? json_string(o.val) : json_null());
     json_object_set_new(rep, "feature_dim", json_integer(real.F));
     json_object_set_new(rep, "k", json_integer(o.k));
-    json_object_set_new(rep, "identity", identity(&tg, &gen, &net, o.judge, o.gen));
+    json_object_set_new(rep, "identity", identity(&tg, &gen, &net, o.judge, o.gen ? o.gen : o.generator));
     json_t *gr = realism(&real, &gen, o.k, err, sizeof(err)), *vr = NULL;
     if (!gr) fprintf(stderr, MSG "%s\n", err), rc = EXIT_RUNTIME;
     else json_object_set_new(rep, "realism", gr);

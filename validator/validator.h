@@ -86,6 +86,22 @@ int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, JudgedSet *collect,
 // does; the same tally and collection as classify_stream
 int classify_folder(JudgeNet *net, const char *dir, Tally *t, JudgedSet *collect, int resolution, int batch, int gpu,
                     char *err, size_t errlen);
+// ---- score --generator: samples asked of a running doppel-diffuser serve (remote.c) ----
+typedef struct {
+    const char *endpoint;  // the serve ROUTER (connects; e.g. tcp://host:5560)
+    const char *vae;       // the VAE folder that decodes its latents
+    int per_user, steps, timeout_s;
+    int64_t seed;
+    double guidance;
+    const char *sampler;
+} RemoteRequest;
+// asks for per_user samples of every user the generator and the judge share, decodes them and
+// judges them as they arrive (into t and collect). 0, or -1 with err: no answer to pings (retried
+// on fresh sockets), a refused request, the server stopping mid-request, latents the VAE cannot
+// decode.
+int score_remote(JudgeNet *net, const RemoteRequest *rq, Tally *t, JudgedSet *collect, int batch, int gpu, char *err,
+                 size_t errlen);
+
 // logits (N, K) of x (N, C, H, W, host memory) in passes of at most `batch` images, added into t
 // with truth (N) (and into collect when not NULL); ctx on either device
 void classify_images(JudgeNet *net, Ctx *ctx, const float *x, const int *truth, int N, int H, int W, int batch, Tally *t,
