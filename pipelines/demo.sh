@@ -4,8 +4,8 @@
 #            (or --data DIR: your own ID_<n>/ folders)
 #   train    pipelines/train.sh: VAE (doppel-encoder), latents, user-conditioned UNet (doppel-diffuser)
 #   generate pipelines/generate.sh: new spectrograms for every person -> RUN/generated/ID_<n>/*.png
-#   judge    doppel-validator train: a user classifier on the real train split
-#   score    doppel-validator score: identity, realism, radar statistics, diversity of the generated
+#   validate pipelines/validate.sh: a judge (user classifier) on the real train split, then
+#            doppel-validator score: identity, realism, radar statistics, diversity of the generated
 #            set next to the held-out real split -> RUN/report/score.md and score.json
 # The defaults finish in about 15 minutes on 2 CPU cores (tiny preset, 32x32); a GPU takes the
 # same commands (the stages pick it up with --device auto).
@@ -69,22 +69,7 @@ fi
 
 "$here/generate.sh" --run "$OUT" --per-user "$GEN" --guidance "$G" --seed 7
 
-say "judge: a user classifier on the real train split ($JUDGE_STEPS steps) -> $OUT/judge"
-P=$(free_port)
-bg "$BIN/doppel-loader" --data "$DATA" --resolution "$RES" --split train --shuffle --forever --augment --seed 2 \
-    --batch 32 --out "@tcp://127.0.0.1:$P" 2>"$OUT/loader-judge.log"
-"$BIN/doppel-validator" train --in ">tcp://127.0.0.1:$P" --judge "$OUT/judge" --steps "$JUDGE_STEPS" --augment --lr 3e-3 \
-    --timeout 120 >/dev/null
-cleanup; PIDS=()
-
-say "score: the generated set against the real train split, next to the held-out real split -> $OUT/report"
-PR=$(free_port) PV=$(free_port)
-bg "$BIN/doppel-loader" --data "$DATA" --resolution "$RES" --split train --batch 64 --out "@tcp://127.0.0.1:$PR" \
-    2>"$OUT/loader-real.log"
-bg "$BIN/doppel-loader" --data "$DATA" --resolution "$RES" --split val --batch 64 --out "@tcp://127.0.0.1:$PV" \
-    2>"$OUT/loader-val.log"
-"$BIN/doppel-validator" score --judge "$OUT/judge" --real ">tcp://127.0.0.1:$PR" --real-val ">tcp://127.0.0.1:$PV" \
-    --generated "$OUT/generated" --report "$OUT/report" --timeout 120 --tstr-steps "$TSTR" | tee "$OUT/report.txt"
-cleanup; PIDS=()
+"$here/validate.sh" --data "$DATA" --generated "$OUT/generated" --resolution "$RES" --judge-steps "$JUDGE_STEPS" \
+    --tstr-steps "$TSTR" --out "$OUT" | tee "$OUT/report.txt"
 say "done in $(( $(date +%s) - start )) s: the report is $OUT/report/score.md (every figure in score.json);"
 say "generated spectrograms in $OUT/generated/ID_<n>/, sample grids of training in $OUT/unet/samples/"

@@ -76,6 +76,14 @@ static void test_demo(void) {
            md ? md : "(missing)");
     free(md);
     EXPECT(exists(RUN_DIR "-demo/report/score.json") && exists(RUN_DIR "-demo/judge/config.json"), "score.json and the judge");
+    // validate.sh on its own, with the demo's judge: the same report again
+    rc = sh("pipelines/validate.sh --data " RUN_DIR "-demo/data --generated " RUN_DIR "-demo/generated --resolution 32 "
+            "--judge " RUN_DIR "-demo/judge --out " RUN_DIR "-validate");
+    log = (char *)tl_read_file(RUN_DIR ".log", &len);
+    EXPECT(rc == 0 && exists(RUN_DIR "-validate/report/score.json"), "validate.sh: rc %d\n%s", rc, log ? log : "");
+    free(log);
+    rc = sh("pipelines/validate.sh --data " RUN_DIR "-demo/data --generator tcp://127.0.0.1:1");
+    EXPECT(rc != 0, "validate.sh --generator without --vae ran");
 }
 
 int main(void) {
