@@ -153,7 +153,9 @@ static void test_score(void) {
 // score --generator: a doppel-diffuser serve on another port (another host in real use); then the
 // same server killed mid-request, and no server at all: clear errors, no hang
 static void test_remote_generator(void) {
-    if (!tl_read_file(OUT "/judge/config.json", &(size_t){0})) return tl_fail(__FILE__, __LINE__, "needs test_score's judge");
+    unsigned char *cfg = tl_read_file(OUT "/judge/config.json", &(size_t){0});
+    if (!cfg) return tl_fail(__FILE__, __LINE__, "needs test_score's judge");
+    free(cfg);
     const char *bin = getenv("DOPPEL_BIN");
     char cmd[1024];
     snprintf(cmd, sizeof(cmd), "BIN=$PWD/%s pipelines/train.sh --synthetic --users 3 --per-user 8 --preset tiny --resolution 32 "
