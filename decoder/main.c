@@ -91,11 +91,7 @@ static Options parse_args(int argc, char **argv) {
         case O_BLIM: o.batch_limit = (int)cli_parse_long(TOOL, "--batch-limit", optarg, 1, 65536); break;
         case O_TIMEOUT: o.timeout_s = (int)cli_parse_long(TOOL, "--timeout", optarg, 0, 1 << 30); break;
         case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
-        case O_DEVICE:
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
-                cli_usage_error(TOOL, "--device must be cpu, cuda or auto, not '%s'", optarg);
-            o.device = optarg;
-            break;
+        case O_DEVICE: o.device = cli_parse_device(TOOL, optarg); break;
         case O_HELP: fputs(USAGE, stdout); exit(EXIT_OK);
         case O_VERSION: cli_print_version(TOOL); exit(EXIT_OK);
         default: cli_usage_error(TOOL, "unknown option");

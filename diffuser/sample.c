@@ -133,17 +133,8 @@ static SampleOptions parse_sample(int argc, char **argv) {
         case O_NOEMA: o.no_ema = 1; break;
         case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
         case O_TIMEOUT: o.timeout_s = (int)cli_parse_long(TOOL, "--timeout", optarg, 1, 100000000); break;
-        case O_DEVICE:
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
-                cli_usage_error(TOOL, "--device must be cpu, cuda or auto");
-            o.device = optarg;
-            break;
-        case O_PREC: {
-            Precision pr;
-            if (precision_parse(optarg, &pr)) cli_usage_error(TOOL, "--precision must be fp32, tf32, bf16 or fp16");
-            o.precision = optarg;
-            break;
-        }
+        case O_DEVICE: o.device = cli_parse_device(TOOL, optarg); break;
+        case O_PREC: o.precision = cli_parse_precision(TOOL, optarg); break;
         case O_CLS: o.classifier = optarg; break;
         case O_CLS_SCALE: o.classifier_scale = cli_parse_double(TOOL, "--classifier-scale", optarg, 0, 1e4), o.scale_given = 1; break;
         case O_HELP: fputs(USAGE_SAMPLE, stdout); exit(EXIT_OK);

@@ -81,11 +81,7 @@ static ServeOptions parse_serve(int argc, char **argv) {
         case O_MAX: o.max_samples = cli_parse_long(TOOL, "--max-samples", optarg, 1, 100000000); break;
         case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
         case O_TIMEOUT: o.timeout_s = (int)cli_parse_long(TOOL, "--timeout", optarg, 1, 1000000); break;
-        case O_DEVICE:
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
-                cli_usage_error(TOOL, "--device must be cpu, cuda or auto");
-            o.device = optarg;
-            break;
+        case O_DEVICE: o.device = cli_parse_device(TOOL, optarg); break;
         case O_HELP: fputs(USAGE_SERVE, stdout); exit(EXIT_OK);
         default: cli_usage_error(TOOL, "unknown option for 'serve'");
         }

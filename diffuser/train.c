@@ -104,17 +104,8 @@ static TrainOptions parse_train(int argc, char **argv) {
         case O_EMA: o.ema = cli_parse_double(TOOL, "--ema", optarg, 0, 1); break;
         case O_SAVE: o.save_every = (int)cli_parse_long(TOOL, "--save-every", optarg, 1, 100000000); break;
         case O_RESUME: o.resume = 1; break;
-        case O_DEVICE:
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
-                cli_usage_error(TOOL, "--device must be cpu, cuda or auto");
-            o.device = optarg;
-            break;
-        case O_PREC: {
-            Precision pr;
-            if (precision_parse(optarg, &pr)) cli_usage_error(TOOL, "--precision must be fp32, tf32, bf16 or fp16");
-            o.precision = optarg;
-            break;
-        }
+        case O_DEVICE: o.device = cli_parse_device(TOOL, optarg); break;
+        case O_PREC: o.precision = cli_parse_precision(TOOL, optarg); break;
         case O_METRICS: o.metrics = optarg; break;
         case O_SEED: o.seed = (uint64_t)cli_parse_long(TOOL, "--seed", optarg, 0, (long)(~0UL >> 1)); break;
         case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;

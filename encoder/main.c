@@ -110,11 +110,7 @@ static Options parse(int argc, char **argv, int train) {
         case 'B': o.disc_start = (int)cli_parse_long(TOOL, "--disc-start", optarg, 0, 100000000); break;
         case 'A': o.disc_adaptive = 1; break;
         case 'R': o.disc_lr = cli_parse_double(TOOL, "--disc-lr", optarg, 0, 10); break;
-        case 'G':
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
-                cli_usage_error(TOOL, "--device must be cpu, cuda or auto, not '%s'", optarg);
-            o.device = optarg;
-            break;
+        case 'G': o.device = cli_parse_device(TOOL, optarg); break;
         case 'T': o.stop_at = (int)cli_parse_long(TOOL, "--stop-at", optarg, 1, 100000000); break;
         case 'h': fputs(USAGE, stdout); exit(EXIT_OK);
         case 'V': cli_print_version(TOOL); exit(EXIT_OK);

@@ -343,6 +343,33 @@ static void test_optim(void) {
     unet_free(&m);
 }
 
+// One side of a GPU-vs-CPU comparison: an arena on that device, the model's parameters (mirrored
+// to the GPU; the host ParamSet itself on the CPU), a context on the default stream.
+typedef struct {
+    Arena arena;
+    ParamSet dev;
+    Ctx ctx;
+    int gpu;
+} Side;
+
+static void side_init(Side *s, ParamSet *ps, Rng *rng, int gpu) {
+    s->gpu = gpu;
+    if (gpu) {
+        arena_init_on(&s->arena, 0, &cuda_arena_memory);
+        cuda_params_mirror(&s->dev, ps);
+        ctx_init_cuda(&s->ctx, &s->dev, &s->arena, rng);
+    } else {
+        arena_init(&s->arena, 0);
+        ctx_init(&s->ctx, ps, &s->arena, rng);
+    }
+}
+
+static void side_free(Side *s) {
+    ctx_free(&s->ctx);
+    arena_free(&s->arena);
+    if (s->gpu) cuda_params_free(&s->dev);
+}
+
 // ---- whole models ----
 typedef struct {
     float *out, *dx, *grad;  // host copies
@@ -360,32 +387,22 @@ static void unet_pass(UNet2DModel *m, int gpu, int N, Pass *p) {
     for (int n = 0; n < N; n++) t[n] = (float)((n * 397) % 1000), lab[n] = n % c->num_class_embeds;
     Rng rng;
     rng_seed(&rng, 9);
-    Arena arena;
-    ParamSet dev;
-    Ctx ctx;
-    if (gpu) {
-        arena_init_on(&arena, 0, &cuda_arena_memory);
-        cuda_params_mirror(&dev, &m->ps);
-        ctx_init_cuda(&ctx, &dev, &arena, &rng);
-    } else {
-        arena_init(&arena, 0);
-        params_zero_grad(&m->ps);
-        ctx_init(&ctx, &m->ps, &arena, &rng);
-    }
-    Tensor xs = ctx_tensor(&ctx, N, c->in_channels, S, S);
-    ctx_put(&ctx, xs.d, x, n_in * 4);
-    Tensor out = unet_forward(&ctx, m, xs, t, lab);
-    Tensor dout = ctx_tensor(&ctx, out.N, out.C, out.H, out.W);
-    ctx_put(&ctx, dout.d, dy, n_out * 4);
-    Tensor dx = unet_backward(&ctx, m, dout);
+    if (!gpu) params_zero_grad(&m->ps);  // the mirror starts from zero gradients
+    Side sd;
+    side_init(&sd, &m->ps, &rng, gpu);
+    Ctx *ctx = &sd.ctx;
+    Tensor xs = ctx_tensor(ctx, N, c->in_channels, S, S);
+    ctx_put(ctx, xs.d, x, n_in * 4);
+    Tensor out = unet_forward(ctx, m, xs, t, lab);
+    Tensor dout = ctx_tensor(ctx, out.N, out.C, out.H, out.W);
+    ctx_put(ctx, dout.d, dy, n_out * 4);
+    Tensor dx = unet_backward(ctx, m, dout);
     p->n_out = n_out, p->n_in = n_in;
     p->out = xmalloc(n_out * 4), p->dx = xmalloc(n_in * 4), p->grad = xmalloc(m->ps.total * 4);
-    ctx_get(&ctx, p->out, out.d, n_out * 4);
-    ctx_get(&ctx, p->dx, dx.d, n_in * 4);
-    ctx_get(&ctx, p->grad, ctx.ps->grad, m->ps.total * 4);
-    ctx_free(&ctx);
-    arena_free(&arena);
-    if (gpu) cuda_params_free(&dev);
+    ctx_get(ctx, p->out, out.d, n_out * 4);
+    ctx_get(ctx, p->dx, dx.d, n_in * 4);
+    ctx_get(ctx, p->grad, ctx->ps->grad, m->ps.total * 4);
+    side_free(&sd);
     free(x), free(dy);
 }
 
@@ -493,39 +510,29 @@ static void test_vae_tiny(void) {
     float *img = rnd(n_img), *lat = rnd(n_lat), *dmom = rnd(n_mom), *drec = rnd(n_img);
     float *res[2][5];  // [device][moments, reconstruction, dimage, dlatent, grads]
     for (int gpu = 0; gpu < 2; gpu++) {
-        Arena arena;
-        ParamSet dev;
-        Ctx ctx;
-        if (gpu) {
-            arena_init_on(&arena, 0, &cuda_arena_memory);
-            cuda_params_mirror(&dev, &m.ps);
-            ctx_init_cuda(&ctx, &dev, &arena, &rng);
-        } else {
-            arena_init(&arena, 0);
-            params_zero_grad(&m.ps);
-            ctx_init(&ctx, &m.ps, &arena, &rng);
-        }
-        Tensor x = ctx_tensor(&ctx, N, c.in_channels, S, S), z = ctx_tensor(&ctx, N, c.latent_channels, h, h);
-        ctx_put(&ctx, x.d, img, n_img * 4);
-        ctx_put(&ctx, z.d, lat, n_lat * 4);
-        Tensor mom = vae_encode(&ctx, &m, x);                               // [N, 2 latent, h, h]
-        Tensor rec = vae_decode(&ctx, &m, z);                                // [N, out, S, S]
-        Tensor g = ctx_tensor(&ctx, rec.N, rec.C, rec.H, rec.W);
-        ctx_put(&ctx, g.d, drec, n_img * 4);
-        Tensor dz = vae_decode_backward(&ctx, &m, g);
-        Tensor dm = ctx_tensor(&ctx, mom.N, mom.C, mom.H, mom.W);
-        ctx_put(&ctx, dm.d, dmom, n_mom * 4);
-        Tensor dx = vae_encode_backward(&ctx, &m, dm);
+        if (!gpu) params_zero_grad(&m.ps);
+        Side sd;
+        side_init(&sd, &m.ps, &rng, gpu);
+        Ctx *ctx = &sd.ctx;
+        Tensor x = ctx_tensor(ctx, N, c.in_channels, S, S), z = ctx_tensor(ctx, N, c.latent_channels, h, h);
+        ctx_put(ctx, x.d, img, n_img * 4);
+        ctx_put(ctx, z.d, lat, n_lat * 4);
+        Tensor mom = vae_encode(ctx, &m, x);                               // [N, 2 latent, h, h]
+        Tensor rec = vae_decode(ctx, &m, z);                                // [N, out, S, S]
+        Tensor g = ctx_tensor(ctx, rec.N, rec.C, rec.H, rec.W);
+        ctx_put(ctx, g.d, drec, n_img * 4);
+        Tensor dz = vae_decode_backward(ctx, &m, g);
+        Tensor dm = ctx_tensor(ctx, mom.N, mom.C, mom.H, mom.W);
+        ctx_put(ctx, dm.d, dmom, n_mom * 4);
+        Tensor dx = vae_encode_backward(ctx, &m, dm);
         for (int i = 0; i < 4; i++) res[gpu][i] = xmalloc((i == 0 ? n_mom : i == 3 ? n_lat : n_img) * 4);
         res[gpu][4] = xmalloc(m.ps.total * 4);
-        ctx_get(&ctx, res[gpu][0], mom.d, n_mom * 4);
-        ctx_get(&ctx, res[gpu][1], rec.d, n_img * 4);
-        ctx_get(&ctx, res[gpu][2], dx.d, n_img * 4);
-        ctx_get(&ctx, res[gpu][3], dz.d, n_lat * 4);
-        ctx_get(&ctx, res[gpu][4], ctx.ps->grad, m.ps.total * 4);
-        ctx_free(&ctx);
-        arena_free(&arena);
-        if (gpu) cuda_params_free(&dev);
+        ctx_get(ctx, res[gpu][0], mom.d, n_mom * 4);
+        ctx_get(ctx, res[gpu][1], rec.d, n_img * 4);
+        ctx_get(ctx, res[gpu][2], dx.d, n_img * 4);
+        ctx_get(ctx, res[gpu][3], dz.d, n_lat * 4);
+        ctx_get(ctx, res[gpu][4], ctx->ps->grad, m.ps.total * 4);
+        side_free(&sd);
     }
     EXPECT_CLOSE("VAE moments", res[1][0], res[0][0], n_mom, ATOL, RTOL);
     EXPECT_CLOSE("VAE reconstruction", res[1][1], res[0][1], n_img, ATOL, RTOL);
@@ -556,39 +563,35 @@ static void vae_train_case(const char *preset, int N, int S) {
     for (size_t i = 0; i < n; i++) img[i] = tanhf(img[i]);  // images live in [-1, 1]
     AdamW oc, og;
     adamw_init(&oc, &m.ps, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.01f);
-    ParamSet dev;
-    cuda_params_mirror(&dev, &m.ps);
     og = oc;
-    Arena ac, ag;
-    arena_init(&ac, 0), arena_init_on(&ag, 0, &cuda_arena_memory);
     Rng rc, rg;
     rng_seed(&rc, 5), rng_seed(&rg, 5);
-    Ctx cc, cg;
-    ctx_init(&cc, &m.ps, &ac, &rc), ctx_init_cuda(&cg, &dev, &ag, &rg);
-    cc.train = cg.train = 1;
+    Side sc, sg;  // the CPU reference and the GPU
+    side_init(&sc, &m.ps, &rc, 0), side_init(&sg, &m.ps, &rg, 1);
+    Ctx *cc = &sc.ctx, *cg = &sg.ctx;
+    ParamSet *dev = &sg.dev;
+    cc->train = cg->train = 1;
     TrainLossConfig lc = {0, 1e-3f, 0, 0};
     char what[96];
     for (int step = 0; step < 2; step++) {
         TrainLosses lcpu, lgpu;
-        arena_reset(&ac), arena_reset(&ag);
+        arena_reset(&sc.arena), arena_reset(&sg.arena);
         params_zero_grad(&m.ps);
-        cuda_zero(dev.grad, dev.total * 4);
-        Tensor xc = ctx_tensor(&cc, N, c.in_channels, S, S), xg = ctx_tensor(&cg, N, c.in_channels, S, S);
-        ctx_put(&cc, xc.d, img, n * 4), ctx_put(&cg, xg.d, img, n * 4);
-        vae_train_step(&cc, &m, xc, &lc, 1.0f, &lcpu);
-        vae_train_step(&cg, &m, xg, &lc, 1.0f, &lgpu);
+        cuda_zero(dev->grad, dev->total * 4);
+        Tensor xc = ctx_tensor(cc, N, c.in_channels, S, S), xg = ctx_tensor(cg, N, c.in_channels, S, S);
+        ctx_put(cc, xc.d, img, n * 4), ctx_put(cg, xg.d, img, n * 4);
+        vae_train_step(cc, &m, xc, &lc, 1.0f, &lcpu);
+        vae_train_step(cg, &m, xg, &lc, 1.0f, &lgpu);
         snprintf(what, sizeof(what), "VAE %s training loss", preset);
         EXPECT_CLOSE(what, &lgpu.total, &lcpu.total, 1, ATOL, RTOL);
         snprintf(what, sizeof(what), "VAE %s training gradients", preset);
-        SAME(what, dev.grad, m.ps.grad, m.ps.total);
-        clip_grad_norm(&m.ps, 1.0f), clip_grad_norm_cuda(&dev, 1.0f, NULL);
-        adamw_step(&oc, &m.ps, 1e-4f), adamw_step_cuda(&og, &dev, 1e-4f, NULL);
+        SAME(what, dev->grad, m.ps.grad, m.ps.total);
+        clip_grad_norm(&m.ps, 1.0f), clip_grad_norm_cuda(dev, 1.0f, NULL);
+        adamw_step(&oc, &m.ps, 1e-4f), adamw_step_cuda(&og, dev, 1e-4f, NULL);
     }
     snprintf(what, sizeof(what), "VAE %s parameters after 2 steps", preset);
-    SAME(what, dev.data, m.ps.data, m.ps.total);
-    ctx_free(&cc), ctx_free(&cg);
-    arena_free(&ac), arena_free(&ag);
-    cuda_params_free(&dev);
+    SAME(what, dev->data, m.ps.data, m.ps.total);
+    side_free(&sc), side_free(&sg);
     free(img);
     vae_free(&m);
 }
@@ -623,41 +626,37 @@ static void test_vae_train_step_all_terms(void) {
     AdamW oc, og, doc, dog;
     adamw_init(&oc, &m.ps, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.01f);
     adamw_init(&doc, &dc_.ps, 1e-4f, 0.5f, 0.9f, 1e-8f, 0.0f), adamw_init(&dog, &dg_.ps, 1e-4f, 0.5f, 0.9f, 1e-8f, 0.0f);
-    ParamSet dev;
-    cuda_params_mirror(&dev, &m.ps);
     og = oc;
     patch_disc_to_gpu(&dg_);
-    Arena ac, ag;
-    arena_init(&ac, 0), arena_init_on(&ag, 0, &cuda_arena_memory);
     Rng rc, rg;
     rng_seed(&rc, 5), rng_seed(&rg, 5);
-    Ctx cc, cg;
-    ctx_init(&cc, &m.ps, &ac, &rc), ctx_init_cuda(&cg, &dev, &ag, &rg);
-    cc.train = cg.train = 1;
+    Side sc, sg;  // the CPU reference and the GPU
+    side_init(&sc, &m.ps, &rc, 0), side_init(&sg, &m.ps, &rg, 1);
+    Ctx *cc = &sc.ctx, *cg = &sg.ctx;
+    ParamSet *dev = &sg.dev;
+    cc->train = cg->train = 1;
     TrainLossConfig lc = {0, 1e-3f, 0.5f, 0.1f};
     DiscLossConfig dcc = {&dc_, &doc, 0.5f, 1, 1e-4f, 1.0f, 0}, dcg = {&dg_, &dog, 0.5f, 1, 1e-4f, 1.0f, 0};
     for (int step = 0; step < 2; step++) {
         TrainLosses lcpu, lgpu;
-        arena_reset(&ac), arena_reset(&ag);
+        arena_reset(&sc.arena), arena_reset(&sg.arena);
         params_zero_grad(&m.ps);
-        cuda_zero(dev.grad, dev.total * 4);
-        Tensor xc = ctx_tensor(&cc, N, c.in_channels, S, S), xg = ctx_tensor(&cg, N, c.in_channels, S, S);
-        ctx_put(&cc, xc.d, img, n * 4), ctx_put(&cg, xg.d, img, n * 4);
-        vae_train_step_disc(&cc, &m, xc, &lc, &dcc, step, 1.0f, &lcpu);
-        vae_train_step_disc(&cg, &m, xg, &lc, &dcg, step, 1.0f, &lgpu);
+        cuda_zero(dev->grad, dev->total * 4);
+        Tensor xc = ctx_tensor(cc, N, c.in_channels, S, S), xg = ctx_tensor(cg, N, c.in_channels, S, S);
+        ctx_put(cc, xc.d, img, n * 4), ctx_put(cg, xg.d, img, n * 4);
+        vae_train_step_disc(cc, &m, xc, &lc, &dcc, step, 1.0f, &lcpu);
+        vae_train_step_disc(cg, &m, xg, &lc, &dcg, step, 1.0f, &lgpu);
         float lc4[5] = {lcpu.total, lcpu.ssim, lcpu.spectral, lcpu.g_loss, lcpu.d_loss};
         float lg4[5] = {lgpu.total, lgpu.ssim, lgpu.spectral, lgpu.g_loss, lgpu.d_loss};
         EXPECT_CLOSE("VAE losses: total, SSIM, spectral, g, d", lg4, lc4, 5, ATOL, RTOL);
         EXPECT_CLOSE("adaptive discriminator weight", &lgpu.g_weight, &lcpu.g_weight, 1, ATOL, 1e-3);
-        SAME("VAE gradients with every term", dev.grad, m.ps.grad, m.ps.total);
-        clip_grad_norm(&m.ps, 1.0f), clip_grad_norm_cuda(&dev, 1.0f, NULL);
-        adamw_step(&oc, &m.ps, 1e-4f), adamw_step_cuda(&og, &dev, 1e-4f, NULL);
+        SAME("VAE gradients with every term", dev->grad, m.ps.grad, m.ps.total);
+        clip_grad_norm(&m.ps, 1.0f), clip_grad_norm_cuda(dev, 1.0f, NULL);
+        adamw_step(&oc, &m.ps, 1e-4f), adamw_step_cuda(&og, dev, 1e-4f, NULL);
     }
-    SAME("VAE parameters after 2 steps with every term", dev.data, m.ps.data, m.ps.total);
+    SAME("VAE parameters after 2 steps with every term", dev->data, m.ps.data, m.ps.total);
     SAME("discriminator parameters after 2 of its steps", dg_.active->data, dc_.ps.data, dc_.ps.total);
-    ctx_free(&cc), ctx_free(&cg);
-    arena_free(&ac), arena_free(&ag);
-    cuda_params_free(&dev);
+    side_free(&sc), side_free(&sg);
     patch_disc_free(&dc_), patch_disc_free(&dg_);
     free(img);
     vae_free(&m);
@@ -684,38 +683,34 @@ static void test_train_step(void) {
     AdamW opt_c, opt_g;
     adamw_init(&opt_c, &m.ps, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f);
     ema_init(&m.ps);
-    ParamSet dev;
-    cuda_params_mirror(&dev, &m.ps);
     opt_g = opt_c;
-    Arena ac, ag;
-    arena_init(&ac, 0), arena_init_on(&ag, 0, &cuda_arena_memory);
     Rng rc, rg;
     rng_seed(&rc, 99), rng_seed(&rg, 99);
-    Ctx cc, cg;
-    ctx_init(&cc, &m.ps, &ac, &rc), ctx_init_cuda(&cg, &dev, &ag, &rg);
-    cc.train = cg.train = 1;
+    Side sc, sg;  // the CPU reference and the GPU
+    side_init(&sc, &m.ps, &rc, 0), side_init(&sg, &m.ps, &rg, 1);
+    Ctx *cc = &sc.ctx, *cg = &sg.ctx;
+    ParamSet *dev = &sg.dev;
+    cc->train = cg->train = 1;
     for (int step = 0; step < 2; step++) {
         DiffusionLosses lcpu, lgpu;
-        arena_reset(&ac), arena_reset(&ag);
+        arena_reset(&sc.arena), arena_reset(&sg.arena);
         params_zero_grad(&m.ps);
-        cuda_zero(dev.grad, dev.total * 4);
-        Tensor xc = ctx_tensor(&cc, N, 4, S, S), xg = ctx_tensor(&cg, N, 4, S, S);
-        ctx_put(&cc, xc.d, x0, n * 4), ctx_put(&cg, xg.d, x0, n * 4);
-        diffusion_train_step(&cc, &m, &s, xc, lab, &lc, 1.0f, &lcpu);
-        diffusion_train_step(&cg, &m, &s, xg, lab, &lc, 1.0f, &lgpu);
+        cuda_zero(dev->grad, dev->total * 4);
+        Tensor xc = ctx_tensor(cc, N, 4, S, S), xg = ctx_tensor(cg, N, 4, S, S);
+        ctx_put(cc, xc.d, x0, n * 4), ctx_put(cg, xg.d, x0, n * 4);
+        diffusion_train_step(cc, &m, &s, xc, lab, &lc, 1.0f, &lcpu);
+        diffusion_train_step(cg, &m, &s, xg, lab, &lc, 1.0f, &lgpu);
         EXPECT_CLOSE("training loss", &lgpu.loss, &lcpu.loss, 1, ATOL, RTOL);
         EXPECT(lcpu.dropped == lgpu.dropped, "condition dropout differs: %d vs %d", lcpu.dropped, lgpu.dropped);
-        SAME("training gradients", dev.grad, m.ps.grad, m.ps.total);
-        clip_grad_norm(&m.ps, 1.0f), clip_grad_norm_cuda(&dev, 1.0f, NULL);
-        adamw_step(&opt_c, &m.ps, 1e-3f), adamw_step_cuda(&opt_g, &dev, 1e-3f, NULL);
-        ema_update(&m.ps, 0.99f), ema_update_cuda(&dev, 0.99f, NULL);
+        SAME("training gradients", dev->grad, m.ps.grad, m.ps.total);
+        clip_grad_norm(&m.ps, 1.0f), clip_grad_norm_cuda(dev, 1.0f, NULL);
+        adamw_step(&opt_c, &m.ps, 1e-3f), adamw_step_cuda(&opt_g, dev, 1e-3f, NULL);
+        ema_update(&m.ps, 0.99f), ema_update_cuda(dev, 0.99f, NULL);
     }
-    SAME("parameters after 2 training steps", dev.data, m.ps.data, m.ps.total);
-    SAME("EMA after 2 training steps", dev.ema, m.ps.ema, m.ps.total);
+    SAME("parameters after 2 training steps", dev->data, m.ps.data, m.ps.total);
+    SAME("EMA after 2 training steps", dev->ema, m.ps.ema, m.ps.total);
     EXPECT(memcmp(&rc, &rg, sizeof(Rng)) == 0, "the GPU step drew a different amount of randomness");
-    ctx_free(&cc), ctx_free(&cg);
-    arena_free(&ac), arena_free(&ag);
-    cuda_params_free(&dev);
+    side_free(&sc), side_free(&sg);
     free(x0);
     unet_free(&m);
 }
@@ -746,44 +741,29 @@ static void test_sampling(void) {
         CHECK(sampler_init(&sc.sampler, &s, kinds[k], 10, 0.0f, 0, err, sizeof(err)) == 0, "%s", err);
         sc.guidance = 2.0f;
         float *out_c = xmalloc(n * 4), *out_g = xmalloc(n * 4);
-        Arena ac;
-        arena_init(&ac, 0);
         Rng rc;
         rng_seed(&rc, 1);
-        Ctx cc;
-        ctx_init(&cc, &m.ps, &ac, &rc);
-        diffusion_sample(&cc, &m, &s, &sc, lab, seeds, N, out_c, NULL, NULL);
+        Side scpu;
+        side_init(&scpu, &m.ps, &rc, 0);
+        diffusion_sample(&scpu.ctx, &m, &s, &sc, lab, seeds, N, out_c, NULL, NULL);
         for (int v = 0; v < 3; v++) {
             Rng rg;
             rng_seed(&rg, 1);
-            Compute cp;
-            Arena ag;
-            ParamSet dev;
-            Ctx cg;
-            if (v == 0) {
-                arena_init_on(&ag, 0, &cuda_arena_memory);
-                cuda_params_mirror(&dev, &m.ps);
-                ctx_init_cuda(&cg, &dev, &ag, &rg);
-            } else {
-                compute_init(&cp, &m.ps, &rg, 1);
-            }
+            Compute cp;  // variants 1, 2: what the stages use
+            Side sg;     // variant 0
+            if (v == 0) side_init(&sg, &m.ps, &rg, 1);
+            else compute_init(&cp, &m.ps, &rg, 1);
             if (v == 2) setenv("DOPPEL_CUDA_GRAPHS", "0", 1);
-            diffusion_sample(v ? &cp.ctx : &cg, &m, &s, &sc, lab, seeds, N, out_g, NULL, NULL);
+            diffusion_sample(v ? &cp.ctx : &sg.ctx, &m, &s, &sc, lab, seeds, N, out_g, NULL, NULL);
             unsetenv("DOPPEL_CUDA_GRAPHS");
             char what[96];
             snprintf(what, sizeof(what), "%s 10 steps, guidance 2, %s", k ? "DPM-Solver++" : "DDIM", variant[v]);
             // 10 guided steps of a random network compound fp32 differences: 1e-3 absolute on values ~1
             EXPECT_CLOSE(what, out_g, out_c, n, 1e-3, 1e-3);
-            if (v) {
-                compute_free(&cp);
-            } else {
-                ctx_free(&cg);
-                arena_free(&ag);
-                cuda_params_free(&dev);
-            }
+            if (v) compute_free(&cp);
+            else side_free(&sg);
         }
-        ctx_free(&cc);
-        arena_free(&ac);
+        side_free(&scpu);
         free(out_c), free(out_g);
     }
     unet_free(&m);

@@ -93,11 +93,7 @@ static Options parse(int argc, char **argv) {
         case O_BATCH: o.batch = (int)cli_parse_long(TOOL, "--batch", optarg, 1, 4096); break;
         case O_TIMEOUT: o.timeout_s = (int)cli_parse_long(TOOL, "--timeout", optarg, 0, 1 << 30); break;
         case O_THREADS: o.threads = (int)cli_parse_long(TOOL, "--threads", optarg, 1, 1024); break;
-        case O_DEVICE:
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
-                cli_usage_error(TOOL, "--device must be cpu, cuda or auto, not '%s'", optarg);
-            o.device = optarg;
-            break;
+        case O_DEVICE: o.device = cli_parse_device(TOOL, optarg); break;
         case O_MINACC: o.min_acc = cli_parse_double(TOOL, "--min-accuracy", optarg, 0, 1); break;
         case O_MAXFID: o.max_fid = cli_parse_double(TOOL, "--max-fid", optarg, 0, 1e12); break;
         case O_RATIO: o.max_ratio = cli_parse_double(TOOL, "--max-fid-ratio", optarg, 0, 1e12); break;

@@ -1,6 +1,7 @@
 // cli.c: version line, usage errors, strict option parsing, progress reporting and JSONL metrics
 // (see cli.h). Messages go to stderr; only --version writes to stdout.
 #include "cli/cli.h"
+#include "cuda/cuda.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -55,6 +56,18 @@ double cli_parse_double(const char *tool, const char *opt, const char *s, double
     if (!s || !*s || isspace((unsigned char)*s) || end == s || *end || errno == ERANGE || !isfinite(v) || v < lo || v > hi)
         cli_usage_error(tool, "%s expects a number in [%g, %g], got '%s'", opt, lo, hi, s ? s : "");
     return v;
+}
+
+const char *cli_parse_device(const char *tool, const char *s) {
+    if (strcmp(s, "cpu") && strcmp(s, "cuda") && strcmp(s, "auto"))
+        cli_usage_error(tool, "--device must be cpu, cuda or auto, not '%s'", s);
+    return s;
+}
+
+const char *cli_parse_precision(const char *tool, const char *s) {
+    Precision p;
+    if (precision_parse(s, &p)) cli_usage_error(tool, "--precision must be fp32, tf32, bf16 or fp16, not '%s'", s);
+    return s;
 }
 
 double cli_now(void) {

@@ -16,6 +16,9 @@ __attribute__((noreturn, format(printf, 2, 3))) void cli_usage_error(const char 
 // Strict number parsing for option values; on failure a usage error naming the option.
 long cli_parse_long(const char *tool, const char *opt, const char *s, long lo, long hi);
 double cli_parse_double(const char *tool, const char *opt, const char *s, double lo, double hi);
+// --device cpu|cuda|auto and --precision fp32|tf32|bf16|fp16 (cuda/cuda.h): s itself, or a usage error
+const char *cli_parse_device(const char *tool, const char *s);
+const char *cli_parse_precision(const char *tool, const char *s);
 
 typedef struct {
     const char *label;

@@ -155,28 +155,29 @@ extern "C" void cuda_params_free(ParamSet *dev) {
 }
 
 // ---- shared small buffers: they grow in the first step, so later steps allocate nothing ----
-double *cuda_reduce_buffer(size_t n) {
-    static double *buf;
-    static size_t cap;
-    if (n > cap) {
-        cuda_sync();
-        cuda_free(buf);
-        cap = n < 4096 ? 4096 : n;
-        buf = (double *)cuda_malloc(cap * sizeof(double));
-    }
-    return buf;
+// *buf holds at least `bytes` afterwards (`size` bytes when it has to grow; contents not kept);
+// 1 when it grew
+static int grow(void **buf, size_t *cap, size_t bytes, size_t size) {
+    if (bytes <= *cap) return 0;
+    cuda_sync();  // what is queued may still read the old buffer
+    cuda_free(*buf);
+    *cap = size;
+    *buf = cuda_malloc(size);
+    return 1;
 }
 
-// two growable scratch buffers for bf16 copies of GEMM operands (bytes)
+double *cuda_reduce_buffer(size_t n) {
+    static void *buf;
+    static size_t cap;
+    grow(&buf, &cap, n * sizeof(double), (n < 4096 ? 4096 : n) * sizeof(double));
+    return (double *)buf;
+}
+
+// two growable scratch buffers for 16-bit copies of GEMM operands (bytes)
 void *cuda_cast_buffer(int slot, size_t bytes) {
     static void *buf[2];
     static size_t cap[2];
-    if (bytes > cap[slot]) {
-        cuda_sync();
-        cuda_free(buf[slot]);
-        cap[slot] = bytes + bytes / 4;
-        buf[slot] = cuda_malloc(cap[slot]);
-    }
+    grow(&buf[slot], &cap[slot], bytes, bytes + bytes / 4);
     return buf[slot];
 }
 
@@ -198,16 +199,13 @@ __global__ void fill_kernel(float *x, float v, size_t n) {
 }
 
 const float *cuda_ones(size_t n) {
-    static float *buf;
+    static void *buf;
     static size_t cap;
-    if (n > cap) {
-        cuda_sync();
-        cuda_free(buf);
-        cap = n < 65536 ? 65536 : n;
-        buf = (float *)cuda_malloc(cap * sizeof(float));
-        fill_kernel<<<grid_for(cap), THREADS>>>(buf, 1.0f, cap);
+    size_t m = n < 65536 ? 65536 : n;
+    if (grow(&buf, &cap, n * sizeof(float), m * sizeof(float))) {
+        fill_kernel<<<grid_for(m), THREADS>>>((float *)buf, 1.0f, m);
         CHECK_LAUNCH();
         cuda_sync();  // other streams read it next
     }
-    return buf;
+    return (const float *)buf;
 }
