@@ -16,6 +16,7 @@
 #include "io/checkpoint.h"
 #include "models/judge.h"
 #include "ops/ops.h"
+#include "ops/triplet.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "proc.h"
@@ -41,7 +42,8 @@ typedef struct {
     Rng *rng;
     uint64_t seed;  // the dropout mask is redrawn from this seed on every forward
     Tensor x;
-    const float *dout;
+    const float *dout;  // (N, K) on the logits
+    const float *demb;  // (N, D) on the embeddings
 } FdCase;
 
 static double judge_loss(void *p) {
@@ -51,12 +53,14 @@ static double judge_loss(void *p) {
     Tensor x = ctx_tensor(c->ctx, c->x.N, c->x.C, c->x.H, c->x.W);
     memcpy(x.d, c->x.d, tensor_numel(x) * sizeof(float));
     float *logits = judge_forward(c->ctx, c->net, x);
-    return dot_f64(logits, c->dout, (size_t)c->x.N * c->net->cfg.n_users);
+    return dot_f64(logits, c->dout, (size_t)c->x.N * c->net->cfg.n_users) +
+           dot_f64(c->net->emb, c->demb, (size_t)c->x.N * c->net->cfg.embedding_dim);
 }
 
 static void fd_case(int train) {
     JudgeConfig cfg;
     tiny_config(&cfg, 8, (int[]){4, 8}, 2);
+    cfg.embedding_dim = 5;
     JudgeNet net;
     judge_build(&net, &cfg);
     Rng rng;
@@ -71,14 +75,16 @@ static void fd_case(int train) {
     int N = 2, K = 3;
     size_t nx = (size_t)N * 8 * 8;
     float *x = xmalloc(nx * sizeof(float)), *dout = xmalloc((size_t)N * K * sizeof(float)), *dx = xmalloc(nx * sizeof(float));
+    float *demb = xmalloc((size_t)N * 5 * sizeof(float));
     fill_randn(x, nx, 3, 1.0f);
     fill_randn(dout, (size_t)N * K, 4, 1.0f);
-    FdCase c = {&net, &ctx, &rng, 77, {x, N, 1, 8, 8}, dout};
+    fill_randn(demb, (size_t)N * 5, 6, 1.0f);
+    FdCase c = {&net, &ctx, &rng, 77, {x, N, 1, 8, 8}, dout, demb};
     // analytic: one forward + backward
     params_zero_grad(&net.ps);
     judge_loss(&c);
     EXPECT(net.features && net.N == N, "features (N, F) are kept after the forward");
-    Tensor g = judge_backward(&ctx, &net, dout);
+    Tensor g = judge_backward(&ctx, &net, dout, demb);
     EXPECT(g.N == N && g.C == 1 && g.H == 8 && g.W == 8, "dx shape [%d, %d, %d, %d]", g.N, g.C, g.H, g.W);
     memcpy(dx, g.d, nx * sizeof(float));
     char what[160];
@@ -86,7 +92,8 @@ static void fd_case(int train) {
     fd_check(what, x, dx, nx, judge_loss, &c, 40, FD_EPS, FD_TOL);
     const char *names[] = {"conv_in.weight", "down_blocks.0.resnets.0.conv1.weight", "down_blocks.0.downsamplers.0.conv.bias",
                            "down_blocks.1.resnets.0.norm2.weight", "down_blocks.1.resnets.0.conv_shortcut.weight",
-                           "conv_norm_out.bias", "classifier.weight", "classifier.bias"};
+                           "conv_norm_out.bias", "classifier.weight", "classifier.bias", "embedding.weight",
+                           "embedding.bias"};
     float *an = xmalloc(net.ps.total * sizeof(float));
     memcpy(an, net.ps.grad, net.ps.total * sizeof(float));
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -97,7 +104,7 @@ static void fd_case(int train) {
         fd_check(what, param_ptr(&net.ps, id), an + net.ps.info[id].offset, net.ps.info[id].numel, judge_loss, &c, 12,
                  FD_EPS, FD_TOL);
     }
-    free(an), free(x), free(dout), free(dx);
+    free(an), free(x), free(dout), free(dx), free(demb);
     ctx_free(&ctx);
     arena_free(&arena);
     judge_free(&net);
@@ -174,8 +181,8 @@ static void test_judge_learns(void) {
     Ctx ctx;
     ctx_init(&ctx, &net.ps, &arena, &rng);
     ctx.train = 1;
-    float first = NAN, loss = NAN;
-    int step;
+    float first = NAN, loss = NAN, first_trip = NAN, trip = NAN;
+    int step, D = net.cfg.embedding_dim;
     for (step = 0; step < 400; step++) {
         arena_reset(&arena);
         Tensor xt = ctx_tensor(&ctx, N, 1, 32, 32);
@@ -184,15 +191,19 @@ static void test_judge_learns(void) {
         float *logits = judge_forward(&ctx, &net, xt);
         float *probs = arena_floats(&arena, (size_t)N * 3), *dl = arena_zeros(&arena, (size_t)N * 3);
         loss = cross_entropy_forward(probs, logits, labels, N, 3);
-        if (step == 0) first = loss;
-        if (loss < first / 10) break;
+        float *demb = arena_zeros(&arena, (size_t)N * D);
+        trip = triplet_cosine_loss(demb, net.emb, labels, N, D, 0.3f, 1.0f, NULL);
+        if (step == 0) first = loss, first_trip = trip;
+        if (loss < first / 10 && trip < first_trip / 10) break;
         cross_entropy_backward(dl, probs, labels, N, 3, 1.0f);
-        judge_backward(&ctx, &net, dl);
+        judge_backward(&ctx, &net, dl, demb);
         clip_grad_norm(&net.ps, 1.0f);
         adamw_step(&opt, &net.ps, 3e-3f);
     }
-    printf("  cross-entropy %.4f -> %.4f in %d steps\n", first, loss, step);
+    printf("  cross-entropy %.4f -> %.4f, triplet %.4f -> %.4f in %d steps\n", first, loss, first_trip, trip, step);
     EXPECT(loss < first / 10, "cross-entropy went from %.4f to %.4f in %d steps, not down 10x", first, loss, step);
+    EXPECT(first_trip > 0 && trip < first_trip / 10, "triplet loss went from %.4f to %.4f in %d steps, not down 10x",
+           first_trip, trip, step);
     free(x), free(labels);
     dataset_free(&ds);
     ctx_free(&ctx);
@@ -222,7 +233,8 @@ static void test_judge_folder(void) {
     EXPECT(judge_folder_load(&b, dir, err, sizeof(err)) == 0, "load: %s", err);
     if (tl_current_failed()) return;
     EXPECT(b.cfg.n_users == 3 && !strcmp(b.cfg.users[2], "ID_3") && b.cfg.n_blocks == 2 && b.cfg.resolution == 16 &&
-               b.cfg.norm_num_groups == a.cfg.norm_num_groups && b.cfg.dropout == a.cfg.dropout,
+               b.cfg.norm_num_groups == a.cfg.norm_num_groups && b.cfg.dropout == a.cfg.dropout &&
+               b.cfg.embedding_dim == JUDGE_EMBEDDING_DIM,
            "config round trip");
     EXPECT(json_integer_value(json_object_get(b.extra, "step")) == 42 &&
                !strcmp(json_string_value(json_object_get(b.extra, "colormap")), "jet") &&
@@ -280,6 +292,17 @@ static void test_judge_folder(void) {
     snprintf(cmd, sizeof(cmd), "%s/config.json", d);
     write_text(cmd, "{\"_class_name\": \"DoppelJudge\", \"channels\": 1}");
     EXPECT(judge_folder_load(&b, d, err, sizeof(err)) != 0 && strstr(err, "block_out_channels"), "incomplete config: %s", err);
+    judge_free(&a);
+    // a judge from before the embedding head (no "embedding_dim", no embedding.* tensors) still loads
+    cfg.embedding_dim = 0;
+    judge_build(&a, &cfg);
+    judge_init(&a, &rng);
+    d = tl_scratch_path("judge_old");
+    EXPECT(judge_folder_save(&a, d, err, sizeof(err)) == 0, "save: %s", err);
+    snprintf(cmd, sizeof(cmd), "sed -i '/embedding_dim/d' %s/config.json && ! grep -q embedding %s/config.json", d, d);
+    EXPECT(system(cmd) == 0, "%s", cmd);
+    EXPECT(judge_folder_load(&b, d, err, sizeof(err)) == 0 && b.cfg.embedding_dim == 0, "old judge: %s", err);
+    if (b.ps.info) judge_free(&b);
     judge_free(&a);
     free(dir);
 }

@@ -11,6 +11,7 @@
 
 #include "check.h"
 #include "ops/ops.h"
+#include "ops/triplet.h"
 #include "testlib.h"
 
 #define ATOL 1e-5
@@ -603,6 +604,78 @@ static void test_cross_entropy_fd(void) {
     free(c.logits), free(c.probs), free(dl);
 }
 
+// ============================ triplet loss (cosine, batch-hard) ============================
+
+static void triplet_fixture(const char *name) {
+    SafeTensors *st = fx_open(name);
+    if (!st) return;
+    size_t nz, N;
+    float *z = fx_f32(st, "z", &nz), *want = fx_f32(st, "out", NULL), *gz = fx_f32(st, "grad.z", NULL);
+    int32_t *labels = fx_i32(st, "labels", &N);
+    json_t *cfg = fx_config(st);
+    float margin = (float)json_real_value(json_object_get(cfg, "margin"));
+    int D = (int)(nz / N);
+    float *dz = zeros(nz);
+    TripletStats ts;
+    float loss = triplet_cosine_loss(dz, z, labels, (int)N, D, margin, 1.0f, &ts);
+    EXPECT_CLOSE("triplet out", &loss, want, 1, ATOL, RTOL);
+    EXPECT_CLOSE("triplet grad.z", dz, gz, nz, ATOL, RTOL);
+    EXPECT(ts.anchors > 0 && ts.active > 0 && ts.active <= ts.anchors && ts.neg_dist >= 0, "stats %d %d %g", ts.anchors,
+           ts.active, (double)ts.neg_dist);
+    // backward adds into dz: a second call doubles it
+    triplet_cosine_loss(dz, z, labels, (int)N, D, margin, 1.0f, NULL);
+    for (size_t i = 0; i < nz; i++) gz[i] *= 2;
+    EXPECT_CLOSE("triplet grad.z accumulated", dz, gz, nz, ATOL, RTOL);
+    json_decref(cfg);
+    free(z), free(want), free(gz), free(labels), free(dz);
+    fx_close(st);
+}
+
+static void test_triplet_fixture(void) {
+    triplet_fixture("op_triplet_cosine");       // some anchors inactive (margin 0.3), one without a positive
+    triplet_fixture("op_triplet_cosine_wide");  // margin 1.5: every anchor active
+}
+
+typedef struct {
+    int N, D;
+    const int32_t *labels;
+    float *z, dloss;
+} TripletCtx;
+
+static double triplet_fd_loss(void *p) {
+    TripletCtx *c = p;
+    return (double)c->dloss * triplet_cosine_loss(NULL, c->z, c->labels, c->N, c->D, 0.4f, 1.0f, NULL);
+}
+
+static void test_triplet_fd_and_edges(void) {
+    const int N = 8, D = 5;
+    const int32_t labels[8] = {0, 0, 1, 1, 2, 2, 3, 3};
+    TripletCtx c = {N, D, labels, randn((size_t)N * D, 141, 1.5f), 0.7f};
+    float *dz = zeros((size_t)N * D);
+    triplet_cosine_loss(dz, c.z, labels, N, D, 0.4f, c.dloss, NULL);
+    fd_check("triplet dz", c.z, dz, (size_t)N * D, triplet_fd_loss, &c, N * D, 1e-3f, FD_TOL);
+    // scaling an embedding changes nothing (only directions count) and its gradient is orthogonal to it
+    float before = triplet_cosine_loss(NULL, c.z, labels, N, D, 0.4f, 1.0f, NULL);
+    double along = 0;
+    for (int d = 0; d < D; d++) along += (double)dz[d] * c.z[d], c.z[d] *= 3.0f;
+    float after = triplet_cosine_loss(NULL, c.z, labels, N, D, 0.4f, 1.0f, NULL);
+    EXPECT(fabsf(after - before) < 1e-6f, "scaling z_0 by 3 moved the loss %g -> %g", (double)before, (double)after);
+    EXPECT(fabs(along) < 1e-5, "dz_0 . z_0 = %g, expected 0", along);
+    // no anchor has both a positive and a negative: loss 0, no gradient
+    const int32_t all_same[8] = {0}, all_diff[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    float *dz2 = zeros((size_t)N * D);
+    TripletStats ts;
+    EXPECT(triplet_cosine_loss(dz2, c.z, all_same, N, D, 0.4f, 1.0f, &ts) == 0.0f && ts.anchors == 0, "one user: loss");
+    EXPECT(triplet_cosine_loss(dz2, c.z, all_diff, N, D, 0.4f, 1.0f, &ts) == 0.0f && ts.anchors == 0, "no pairs: loss");
+    for (int i = 0; i < N * D; i++) EXPECT(dz2[i] == 0.0f, "gradient %g without anchors", (double)dz2[i]);
+    // well separated users (orthogonal directions): every hinge is 0 for a margin below 1
+    float sep[8 * 5] = {0};
+    for (int i = 0; i < N; i++) sep[i * D + labels[i]] = 1.0f + 0.1f * i;
+    EXPECT(triplet_cosine_loss(NULL, sep, labels, N, D, 0.9f, 1.0f, &ts) == 0.0f && ts.anchors == N && ts.active == 0,
+           "separated users: loss not 0 (%d active)", ts.active);
+    free(c.z), free(dz), free(dz2);
+}
+
 static void ce_bad_label(void *arg) {
     float logits[6] = {0}, probs[6];
     int32_t labels[2] = {1, 3};  // K = 3
@@ -686,6 +759,8 @@ int main(void) {
     RUN(test_gaussian_sample_fd);
     RUN(test_cross_entropy_fixture);
     RUN(test_cross_entropy_fd);
+    RUN(test_triplet_fixture);
+    RUN(test_triplet_fd_and_edges);
     RUN(test_caller_bugs_stop);
     RUN(test_backward_accumulates);
     return tl_finish();

@@ -87,8 +87,20 @@ static void test_score(void) {
     EXPECT(json_integer_value(json_object_get(json_object_get(a, "identity"), "images")) == 24 &&
                json_array_size(json_object_get(json_object_get(a, "identity"), "per_user")) == 3,
            "24 held-out images of 3 users");
-    EXPECT(json_array_size(json_object_get(a, "checks")) == 4 && json_is_boolean(json_object_get(a, "pass")),
-           "four checks and a verdict");
+    EXPECT(json_array_size(json_object_get(a, "checks")) == 5 && json_is_boolean(json_object_get(a, "pass")),
+           "five checks and a verdict");
+    // verification in the embedding space: held-out images of the judge's people score higher
+    // against their own user's prototype than against the others'
+    double auc = get(a, "verification", "auc"), eer = get(a, "verification", "eer");
+    printf("  verification of held-out real: AUC %.4f, EER %.4f, nearest prototype %.3f\n", auc, eer,
+           get(a, "verification", "nearest_prototype_accuracy"));
+    EXPECT(auc > 0.8 && auc <= 1 && auc == get(a, "verification_real_val", "auc") && eer >= 0 && eer < 0.3 &&
+               get(a, "verification", "genuine_mean_cos") > get(a, "verification", "impostor_mean_cos") &&
+               json_integer_value(json_object_get(json_object_get(a, "verification"), "genuine_pairs")) == 24 &&
+               json_integer_value(json_object_get(json_object_get(a, "verification"), "impostor_pairs")) == 48,
+           "verification AUC %g EER %g", auc, eer);
+    EXPECT(get(a, "diversity", "embedding_spread_real") > 0 && get(a, "diversity", "embedding_spread_ratio") > 0,
+           "embedding spread");
     const char *keys[] = {"kid", "precision", "recall", "inception_score"};
     for (int i = 0; i < 4; i++) EXPECT(json_is_real(json_object_get(json_object_get(a, "realism"), keys[i])), "realism.%s", keys[i]);
     // radar statistics and diversity: the same set as the calibration gives the same figures; a
@@ -130,6 +142,16 @@ static void test_score(void) {
                    get(a, "realism", "recall") == 1.0,
                "self-score: FID %g precision %g recall %g", get(a, "realism", "fid"), get(a, "realism", "precision"),
                get(a, "realism", "recall"));
+        json_decref(a);
+    }
+    // the same images with their users rotated (ID_1's filed as ID_2, ...): verification fails
+    EXPECT(system("rm -rf " OUT "/rot && mkdir -p " OUT "/rot && cp -r " OUT "/val/ID_1 " OUT "/rot/ID_2 && cp -r " OUT
+                  "/val/ID_2 " OUT "/rot/ID_3 && cp -r " OUT "/val/ID_3 " OUT "/rot/ID_1") == 0, "rotate users");
+    a = score((const char *[]){"--real", OUT "/train", "--generated", OUT "/rot", NULL}, OUT "/r6", 0, NULL);
+    if (a) {
+        double rauc = get(a, "verification", "auc");
+        printf("  verification with users rotated: AUC %.4f\n", rauc);
+        EXPECT(rauc < 0.5 && rauc < auc, "rotated users still verify: AUC %g", rauc);
         json_decref(a);
     }
     // the generated set as a stream (doppel-loader here; doppel-decoder --pub in a pipeline)

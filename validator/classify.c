@@ -10,6 +10,7 @@
 #include "cli/cli.h"
 #include "data/dataset.h"
 #include "io/fileio.h"
+#include "ops/triplet.h"
 #include "validator.h"
 
 #define BATCH_DEFAULT 64
@@ -121,25 +122,32 @@ int map_labels(const JudgeNet *net, const json_t *users, const WireTensor *label
 }
 
 void judged_free(JudgedSet *s) {
-    free(s->feat), free(s->prob), free(s->truth), free(s->img);
+    free(s->feat), free(s->prob), free(s->truth), free(s->img), free(s->emb);
     memset(s, 0, sizeof(*s));
 }
 
-// appends m images (host, (m, C, H, W)), their features (ctx memory), probabilities from logits
-// (host) and truths
-static void judged_add(JudgedSet *s, Ctx *ctx, const float *x, int C, int H, int W, const float *feat,
-                       const float *logits, const int *truth, int m, int F, int K) {
+// appends m images (host, (m, C, H, W)), the judge's features and embeddings from its last forward
+// (ctx memory), probabilities from logits (host) and truths
+static void judged_add(JudgedSet *s, Ctx *ctx, const JudgeNet *net, const float *x, int H, int W, const float *logits,
+                       const int *truth, int m) {
+    int C = net->cfg.channels, F = judge_feature_dim(net), K = net->cfg.n_users, D = net->cfg.embedding_dim;
     size_t per = (size_t)C * H * W;
     if (s->n + m > s->cap) {
         s->cap = 2 * (s->n + m);
         s->feat = xrealloc(s->feat, (size_t)s->cap * F * sizeof(float));
+        if (D) s->emb = xrealloc(s->emb, (size_t)s->cap * D * sizeof(float));
         s->prob = xrealloc(s->prob, (size_t)s->cap * K * sizeof(float));
         s->truth = xrealloc(s->truth, (size_t)s->cap * sizeof(int));
         s->img = xrealloc(s->img, (size_t)s->cap * per * sizeof(float));
     }
-    s->F = F, s->K = K, s->C = C, s->H = H, s->W = W;
+    s->F = F, s->K = K, s->D = D, s->C = C, s->H = H, s->W = W;
     memcpy(s->img + (size_t)s->n * per, x, (size_t)m * per * sizeof(float));
-    ctx_get(ctx, s->feat + (size_t)s->n * F, feat, (size_t)m * F * sizeof(float));
+    ctx_get(ctx, s->feat + (size_t)s->n * F, net->features, (size_t)m * F * sizeof(float));
+    if (D) {
+        float *e = s->emb + (size_t)s->n * D;
+        ctx_get(ctx, e, net->emb, (size_t)m * D * sizeof(float));
+        l2_normalize_rows(e, e, m, D);
+    }
     for (int i = 0; i < m; i++) {  // softmax, as cross_entropy_forward
         const float *z = logits + (size_t)i * K;
         float *p = s->prob + (size_t)(s->n + i) * K, mx = z[0];
@@ -165,9 +173,7 @@ void classify_images(JudgeNet *net, Ctx *ctx, const float *x, const int *truth, 
         float *lh = xmalloc((size_t)m * net->cfg.n_users * sizeof(float));
         ctx_get(ctx, lh, logits, (size_t)m * net->cfg.n_users * sizeof(float));
         tally_add(t, lh, truth + k0, m);
-        if (collect)
-            judged_add(collect, ctx, x + k0 * per, C, H, W, net->features, lh, truth + k0, m, net->conv_norm_out.C,
-                       net->cfg.n_users);
+        if (collect) judged_add(collect, ctx, net, x + k0 * per, H, W, lh, truth + k0, m);
         free(lh);
     }
 }

@@ -50,6 +50,8 @@ static const char *USAGE =
     "                     judge's features, so read it next to the calibration)\n"
     "  --max-fid-ratio R  realism: generated FID at most R x the real-val calibration FID (3)\n"
     "  --min-is S         inception score (judge softmax) to pass (2)\n"
+    "  --min-auc A        verification: genuine-vs-impostor ROC AUC of generated images against each\n"
+    "                     user's real prototype in the judge's embedding space, to pass (0.9)\n"
     "  --tstr-steps N     train on generated, test on real: a fresh judge of the same architecture\n"
     "                     trained N steps on the generated set and one on the real set, both\n"
     "                     tested on --real-val (0: off; needs --real-val)\n"
@@ -63,14 +65,14 @@ typedef struct {
     long gen_seed;
     double guidance;
     int k, resolution, batch, timeout_s, threads, gpu, tstr_steps;
-    double min_acc, max_fid, max_ratio, min_is;
+    double min_acc, max_fid, max_ratio, min_is, min_auc;
 } Options;
 
 static Options parse(int argc, char **argv) {
-    Options o = {.k = 3, .batch = 64, .device = "auto", .min_acc = 0.8, .max_fid = 50, .max_ratio = 3, .min_is = 2,
+    Options o = {.k = 3, .batch = 64, .device = "auto", .min_acc = 0.8, .max_fid = 50, .max_ratio = 3, .min_is = 2, .min_auc = 0.9,
                  .per_user = 16, .steps = 20, .guidance = 2.0, .sampler = "dpmpp2m"};
     enum { O_JUDGE = 256, O_REAL, O_GEN, O_VAL, O_REPORT, O_K, O_RES, O_BATCH, O_TIMEOUT, O_THREADS, O_DEVICE, O_MINACC,
-           O_MAXFID, O_RATIO, O_MINIS, O_TSTR, O_GENERATOR, O_VAE, O_PER, O_STEPS, O_G, O_SAMPLER, O_GSEED, O_HELP };
+           O_MAXFID, O_RATIO, O_MINIS, O_TSTR, O_GENERATOR, O_VAE, O_PER, O_STEPS, O_G, O_SAMPLER, O_GSEED, O_MINAUC, O_HELP };
     static const struct option opts[] = {
         {"judge", 1, 0, O_JUDGE}, {"real", 1, 0, O_REAL}, {"generated", 1, 0, O_GEN}, {"real-val", 1, 0, O_VAL},
         {"report", 1, 0, O_REPORT}, {"k", 1, 0, O_K}, {"resolution", 1, 0, O_RES}, {"batch", 1, 0, O_BATCH},
@@ -78,7 +80,7 @@ static Options parse(int argc, char **argv) {
         {"min-accuracy", 1, 0, O_MINACC}, {"max-fid", 1, 0, O_MAXFID}, {"max-fid-ratio", 1, 0, O_RATIO},
         {"min-is", 1, 0, O_MINIS}, {"tstr-steps", 1, 0, O_TSTR}, {"generator", 1, 0, O_GENERATOR}, {"vae", 1, 0, O_VAE},
         {"per-user", 1, 0, O_PER}, {"steps", 1, 0, O_STEPS}, {"guidance", 1, 0, O_G}, {"sampler", 1, 0, O_SAMPLER},
-        {"gen-seed", 1, 0, O_GSEED}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+        {"gen-seed", 1, 0, O_GSEED}, {"min-auc", 1, 0, O_MINAUC}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     optind = 0;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -97,6 +99,7 @@ static Options parse(int argc, char **argv) {
         case O_MINACC: o.min_acc = cli_parse_double(TOOL, "--min-accuracy", optarg, 0, 1); break;
         case O_MAXFID: o.max_fid = cli_parse_double(TOOL, "--max-fid", optarg, 0, 1e12); break;
         case O_RATIO: o.max_ratio = cli_parse_double(TOOL, "--max-fid-ratio", optarg, 0, 1e12); break;
+        case O_MINAUC: o.min_auc = cli_parse_double(TOOL, "--min-auc", optarg, 0, 1); break;
         case O_MINIS: o.min_is = cli_parse_double(TOOL, "--min-is", optarg, 0, 1e12); break;
         case O_GENERATOR: o.generator = optarg; break;
         case O_VAE: o.vae = optarg; break;
@@ -276,6 +279,12 @@ static json_t *diversity(const JudgedSet *real, const JudgedSet *gen, const Judg
     qsort(dg, (size_t)gen->n, sizeof(double), cmp_dbl);
     json_t *j = json_pack("{s:f, s:f, s:f, s:f}", "spread_real", sr, "spread_generated", sg, "spread_ratio", sg / sr,
                           "nearest_real_median", dg[gen->n / 2]);
+    if (real->D) {  // the same in the embedding space (cosine distance)
+        double er = embedding_spread(real), eg = embedding_spread(gen);
+        json_object_set_new(j, "embedding_spread_real", json_real(er));
+        json_object_set_new(j, "embedding_spread_generated", json_real(eg));
+        json_object_set_new(j, "embedding_spread_ratio", json_real(eg / er));
+    }
     if (val && val->n) {
         double *dv = nearest(val, real);
         qsort(dv, (size_t)val->n, sizeof(double), cmp_dbl);
@@ -295,7 +304,9 @@ static json_t *diversity(const JudgedSet *real, const JudgedSet *gen, const Judg
 // seed and recipe for every call, so train-on-generated and train-on-real differ only in the data.
 static double train_and_test(const JudgeNet *tmpl, const JudgedSet *train, const JudgedSet *test, int steps, int gpu) {
     JudgeNet net;
-    judge_build(&net, &tmpl->cfg);
+    JudgeConfig cfg = tmpl->cfg;
+    cfg.embedding_dim = 0;  // a classifier only: cross-entropy is the recipe for both sides
+    judge_build(&net, &cfg);
     Rng rng;
     rng_seed(&rng, 1234);
     judge_init(&net, &rng);
@@ -325,7 +336,7 @@ static double train_and_test(const JudgeNet *tmpl, const JudgedSet *train, const
         float *probs = arena_floats(ctx->arena, (size_t)B * K), *dlogits = arena_zeros(ctx->arena, (size_t)B * K);
         float loss = OP(ctx, cross_entropy_forward, probs, logits, ld, B, K);
         OP(ctx, cross_entropy_backward, dlogits, probs, ld, B, K, 1.0f);
-        judge_backward(ctx, &net, dlogits);
+        judge_backward(ctx, &net, dlogits, NULL);
         if (!isfinite(loss) || !OP(ctx, grads_finite, ctx->ps)) continue;
         OP(ctx, clip_grad_norm, ctx->ps, 1.0f);
         OP(ctx, adamw_step, &opt, ctx->ps, lr_at(LR_COSINE_WARMUP, 1e-3f, opt.step, steps / 20, steps));
@@ -382,6 +393,12 @@ static void print_md(FILE *f, const json_t *rep) {
     ROW("precision", gr, vr, "precision", "%.3f");
     ROW("recall", gr, vr, "recall", "%.3f");
     ROW("inception score (judge softmax)", gr, vr, "inception_score", "%.3f");
+    const json_t *gv = json_object_get(rep, "verification"), *vv = json_object_get(rep, "verification_real_val");
+    if (gv) {
+        ROW("verification ROC AUC (embedding vs user prototype)", gv, vv, "auc", "%.4f");
+        ROW("verification EER", gv, vv, "eer", "%.4f");
+        ROW("nearest-prototype accuracy (embedding)", gv, vv, "nearest_prototype_accuracy", "%.3f");
+    }
     const json_t *gs = json_object_get(rep, "spectrogram"), *vs = json_object_get(rep, "spectrogram_real_val");
     ROW("Doppler profile TV vs real (mean over users)", gs, vs, "doppler_profile_tv", "%.4f");
     ROW("power histogram KS vs real", gs, vs, "power_ks", "%.4f");
@@ -394,7 +411,11 @@ static void print_md(FILE *f, const json_t *rep) {
     if (json_object_get(dv, "nearest_real_median_real_val"))
         fprintf(f, " (held-out real: %.4g); %.1f%% of generated images are closer to a real one than 95%% of held-out "
                    "real images are", num(dv, "nearest_real_median_real_val"), 100 * num(dv, "closer_than_real_val_p5"));
-    fprintf(f, ".\n");
+    fprintf(f, ".");
+    if (json_object_get(dv, "embedding_spread_real"))
+        fprintf(f, " Within-user embedding spread (cosine distance) %.4g generated vs %.4g real (ratio %.3f).",
+                num(dv, "embedding_spread_generated"), num(dv, "embedding_spread_real"), num(dv, "embedding_spread_ratio"));
+    fprintf(f, "\n");
     const json_t *ts = json_object_get(rep, "tstr");
     if (ts)
         fprintf(f, "\nTrain on generated, test on real (%lld steps, the judge's architecture): %.3f accuracy on the real val "
@@ -544,6 +565,9 @@ int validator_score_main(int argc, char **argv) {
     if (!gr) fprintf(stderr, MSG "%s\n", err), rc = EXIT_RUNTIME;
     else json_object_set_new(rep, "realism", gr);
     json_object_set_new(rep, "spectrogram", spectro_stats(&real, &gen, &net));
+    json_t *gv = verification(&real, &gen);
+    if (gv) json_object_set_new(rep, "verification", gv);
+    else fprintf(stderr, MSG "the judge has no embedding head (trained before it existed): no verification figures\n");
     if (o.tstr_steps && have_val) {
         fprintf(stderr, MSG "TSTR: training a fresh judge on the generated set, and one on the real set (%d steps each)\n",
                 o.tstr_steps);
@@ -555,6 +579,8 @@ int validator_score_main(int argc, char **argv) {
     if (have_val) {
         json_object_set_new(rep, "spectrogram_real_val", spectro_stats(&real, &val, &net));
         json_object_set_new(rep, "identity_real_val", identity(&tv, &val, &net, o.judge, o.val));
+        json_t *vv = verification(&real, &val);
+        if (vv) json_object_set_new(rep, "verification_real_val", vv);
         vr = realism(&real, &val, o.k, err, sizeof(err));
         if (!vr) fprintf(stderr, MSG "%s\n", err), rc = EXIT_RUNTIME;
         else json_object_set_new(rep, "realism_real_val", vr);
@@ -564,6 +590,7 @@ int validator_score_main(int argc, char **argv) {
         add_check(checks, "generated user accuracy", ">=", o.min_acc, num(gi, "accuracy"));
         add_check(checks, "FID (judge features)", "<=", o.max_fid, num(gr, "fid"));
         add_check(checks, "inception score", ">=", o.min_is, num(gr, "inception_score"));
+        if (gv) add_check(checks, "verification ROC AUC", ">=", o.min_auc, num(gv, "auc"));
         if (vr) add_check(checks, "FID / real-val FID", "<=", o.max_ratio, num(gr, "fid") / fmax(num(vr, "fid"), 1e-12));
         int all = 1;
         size_t i;

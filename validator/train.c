@@ -1,5 +1,6 @@
 // train.c: `doppel-validator train` — fits the judge (models/judge.h) to a stream of real
-// spectrograms with cross-entropy, AdamW, warm-up + cosine, gradient clipping; saves the judge
+// spectrograms: cross-entropy on the classifier head plus a batch-hard cosine triplet loss on the
+// embedding head (ops/triplet.h), AdamW, warm-up + cosine, gradient clipping; saves the judge
 // folder every --save-every steps and at the end; with --val, measures it on the val split.
 #include <getopt.h>
 #include <math.h>
@@ -14,6 +15,7 @@
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/lr_schedule.h"
+#include "ops/triplet.h"
 #include "validator.h"
 
 #define RUNNING_BETA 0.98  // running train loss / accuracy: exponential average over ~50 steps
@@ -28,9 +30,11 @@ static const char *USAGE =
     "  doppel-validator train --in '>tcp://127.0.0.1:5555' --val '>tcp://127.0.0.1:5556' --judge runs/judge\n"
     "  doppel-validator train --in '>tcp://127.0.0.1:5555' --judge runs/judge --steps 300 --block-out-channels 16,32\n"
     "\n"
-    "Trains the user classifier (a small ResNet: conv_in, down blocks of block_out_channels with one\n"
-    "resnet each, GroupNorm + SiLU, global average pool, dropout, linear) on the stream's images and\n"
-    "labels (users matched by the name table in the frames' meta). The judge folder gets config.json +\n"
+    "Trains the judge on the stream's images and labels (users matched by the name table in the\n"
+    "frames' meta): a small ResNet (conv_in, down blocks of block_out_channels with one resnet each,\n"
+    "GroupNorm + SiLU, global average pool) with two heads: a user classifier (dropout, linear;\n"
+    "cross-entropy) and a metric-learning embedding (linear to D, L2-normalised; batch-hard triplet\n"
+    "loss on cosine distances, anchors without a positive in the batch skipped). The judge folder gets config.json +\n"
     "diffusion_pytorch_model.safetensors (every --save-every steps and at the end, atomically) and\n"
     "metrics.jsonl. With --val, the finished judge classifies that (finite) stream and the per-user\n"
     "accuracy goes to stdout and DIR/val.json.\n"
@@ -45,6 +49,9 @@ static const char *USAGE =
     "  --clip C               gradient norm clip (1.0; 0: off)\n"
     "  --block-out-channels L channels of the down blocks (32,64,128,128)\n"
     "  --dropout P            before the classifier, in training (0.1)\n"
+    "  --embedding-dim D      size of the embedding head (64; 0: no embedding head)\n"
+    "  --triplet-weight W     weight of the triplet loss next to the cross-entropy (1.0)\n"
+    "  --margin M             triplet margin on cosine distances (0.3)\n"
     "  --augment              random circular shift along time per image (as doppel-loader --augment)\n"
     "  --save-every K         checkpoint every K steps (500)\n"
     "  --metrics FILE         JSONL metrics (DIR/metrics.jsonl)\n"
@@ -58,8 +65,8 @@ static const char *USAGE =
 
 typedef struct {
     const char *in, *val, *judge, *metrics, *device;
-    int steps, warmup, save_every, augment, timeout_s, threads, n_blocks, boc[MAX_BLOCKS], gpu;
-    double lr, wd, clip, dropout;
+    int steps, warmup, save_every, augment, timeout_s, threads, n_blocks, boc[MAX_BLOCKS], gpu, emb_dim;
+    double lr, wd, clip, dropout, triplet_weight, margin;
     uint64_t seed;
 } Options;
 
@@ -78,13 +85,14 @@ static void parse_channels(const char *s, Options *o) {
 
 static Options parse(int argc, char **argv) {
     Options o = {.device = "auto", .steps = 1500, .warmup = -1, .save_every = 500, .lr = 1e-3, .wd = 0.01, .clip = 1.0, .dropout = 0.1,
-                 .n_blocks = 4, .boc = {32, 64, 128, 128}};
-    enum { O_IN = 256, O_VAL, O_JUDGE, O_STEPS, O_LR, O_WARMUP, O_WD, O_CLIP, O_BOC, O_DROPOUT, O_AUGMENT, O_SAVE,
+                 .emb_dim = JUDGE_EMBEDDING_DIM, .triplet_weight = 1.0, .margin = 0.3, .n_blocks = 4, .boc = {32, 64, 128, 128}};
+    enum { O_IN = 256, O_VAL, O_JUDGE, O_STEPS, O_LR, O_WARMUP, O_WD, O_CLIP, O_BOC, O_DROPOUT, O_EMB, O_TRIPLET, O_MARGIN, O_AUGMENT, O_SAVE,
            O_METRICS, O_TIMEOUT, O_SEED, O_THREADS, O_DEVICE, O_HELP, O_VERSION };
     static const struct option opts[] = {
         {"in", 1, 0, O_IN}, {"val", 1, 0, O_VAL}, {"judge", 1, 0, O_JUDGE}, {"steps", 1, 0, O_STEPS},
         {"lr", 1, 0, O_LR}, {"warmup", 1, 0, O_WARMUP}, {"weight-decay", 1, 0, O_WD}, {"clip", 1, 0, O_CLIP},
         {"block-out-channels", 1, 0, O_BOC}, {"dropout", 1, 0, O_DROPOUT}, {"augment", 0, 0, O_AUGMENT},
+        {"embedding-dim", 1, 0, O_EMB}, {"triplet-weight", 1, 0, O_TRIPLET}, {"margin", 1, 0, O_MARGIN},
         {"save-every", 1, 0, O_SAVE}, {"metrics", 1, 0, O_METRICS}, {"timeout", 1, 0, O_TIMEOUT},
         {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS}, {"device", 1, 0, O_DEVICE}, {"help", 0, 0, O_HELP}, {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
@@ -102,6 +110,9 @@ static Options parse(int argc, char **argv) {
         case O_CLIP: o.clip = cli_parse_double(TOOL, "--clip", optarg, 0, 1e9); break;
         case O_BOC: parse_channels(optarg, &o); break;
         case O_DROPOUT: o.dropout = cli_parse_double(TOOL, "--dropout", optarg, 0, 0.99); break;
+        case O_EMB: o.emb_dim = (int)cli_parse_long(TOOL, "--embedding-dim", optarg, 0, JUDGE_EMBEDDING_MAX); break;
+        case O_TRIPLET: o.triplet_weight = cli_parse_double(TOOL, "--triplet-weight", optarg, 0, 1000); break;
+        case O_MARGIN: o.margin = cli_parse_double(TOOL, "--margin", optarg, 0, 2); break;
         case O_AUGMENT: o.augment = 1; break;
         case O_SAVE: o.save_every = (int)cli_parse_long(TOOL, "--save-every", optarg, 1, 100000000); break;
         case O_METRICS: o.metrics = optarg; break;
@@ -139,6 +150,7 @@ static int configure(JudgeConfig *c, const Options *o, const WireTensor *img, co
     memcpy(c->block_out_channels, o->boc, sizeof(o->boc));
     c->norm_num_groups = judge_default_groups(c->block_out_channels, c->n_blocks);
     c->dropout = (float)o->dropout;
+    c->embedding_dim = o->emb_dim;
     char e[256];
     if (judge_config_check(c, e, sizeof(e))) {
         free(names);
@@ -192,8 +204,28 @@ typedef struct {
     float *tmp;
 } Trainer;
 
-// one optimizer step on the batch; returns the loss (NaN when the step was skipped) and the accuracy
-static float train_step(Trainer *tr, const Options *o, const WireTensor *img, int N, float lr, float *acc, float *norm) {
+// the triplet loss of the embedding head, computed on the host: returns dloss/demb (N, D) in ctx
+// memory (NULL without the head) and the loss in *loss
+static float *triplet_grad(Trainer *tr, const Options *o, int N, float *loss, TripletStats *ts) {
+    JudgeNet *net = &tr->net;
+    Ctx *ctx = &tr->cp.ctx;
+    int D = net->cfg.embedding_dim;
+    *loss = 0;
+    if (!D) return NULL;
+    size_t n = (size_t)N * D;
+    float *z = xmalloc(n * sizeof(float)), *dz = xcalloc(n, sizeof(float));  // (N, D) host
+    ctx_get(ctx, z, net->emb, n * sizeof(float));
+    *loss = triplet_cosine_loss(dz, z, tr->labels, N, D, (float)o->margin, (float)o->triplet_weight, ts);
+    float *demb = arena_floats(ctx->arena, n);                                // (N, D) ctx memory
+    ctx_put(ctx, demb, dz, n * sizeof(float));
+    free(z), free(dz);
+    return demb;
+}
+
+// one optimizer step on the batch; returns the cross-entropy (NaN when the step was skipped), the
+// triplet loss and the accuracy
+static float train_step(Trainer *tr, const Options *o, const WireTensor *img, int N, float lr, float *acc, float *norm,
+                        float *triplet, TripletStats *ts) {
     JudgeNet *net = &tr->net;
     int K = net->cfg.n_users, C = (int)img->shape[1], R = (int)img->shape[2];
     Ctx *ctx = &tr->cp.ctx;
@@ -227,8 +259,9 @@ static float train_step(Trainer *tr, const Options *o, const WireTensor *img, in
     *acc = (float)correct / N;
     float *dlogits = arena_zeros(ctx->arena, (size_t)N * K);       // (N, K)
     OP(ctx, cross_entropy_backward, dlogits, probs, labels, N, K, 1.0f);
-    judge_backward(ctx, net, dlogits);
-    if (!isfinite(loss) || !OP(ctx, grads_finite, ps)) return NAN;
+    float *demb = triplet_grad(tr, o, N, triplet, ts);
+    judge_backward(ctx, net, dlogits, demb);
+    if (!isfinite(loss) || !isfinite(*triplet) || !OP(ctx, grads_finite, ps)) return NAN;
     *norm = o->clip > 0 ? OP(ctx, clip_grad_norm, ps, (float)o->clip) : OP(ctx, grad_global_norm, ps);
     OP(ctx, adamw_step, &tr->opt, ps, lr);
     return loss;
@@ -279,9 +312,10 @@ int validator_train_main(int argc, char **argv) {
     tr.cp.ctx.train = 1;
     tr.tmp = xmalloc((size_t)R * sizeof(float));
     int cap = 0, rc = EXIT_OK, fails = 0;
-    double run_loss = 0, run_acc = 0, run_w = 0;
-    fprintf(stderr, MSG "judge: %d users, %dx%dx%d images, %zu parameters, %d steps, batch %lld\n", K, C, R, R,
-            params_count_floats(&net->ps), o.steps, (long long)img->shape[0]);
+    double run_loss = 0, run_acc = 0, run_trip = 0, run_w = 0;
+    fprintf(stderr, MSG "judge: %d users, %dx%dx%d images, %zu parameters, %d steps, batch %lld, embedding %d%s\n", K, C,
+            R, R, params_count_floats(&net->ps), o.steps, (long long)img->shape[0], o.emb_dim,
+            o.emb_dim ? "" : " (none)");
     Progress p;
     progress_start(&p, "train judge", o.steps, "step");
     for (int unusable = 0;; unusable++) {  // batches in a row that could not be used
@@ -303,8 +337,9 @@ int validator_train_main(int argc, char **argv) {
             if (map_labels(net, s.users, lab, N, tr.truth, err, sizeof(err))) {
                 fprintf(stderr, MSG "batch skipped: %s\n", err);
             } else {
-                float lr = lr_at(LR_COSINE_WARMUP, (float)o.lr, tr.opt.step, o.warmup, o.steps), acc = 0, norm = 0;
-                float loss = train_step(&tr, &o, img, N, lr, &acc, &norm);
+                float lr = lr_at(LR_COSINE_WARMUP, (float)o.lr, tr.opt.step, o.warmup, o.steps), acc = 0, norm = 0, trip = 0;
+                TripletStats ts = {0};
+                float loss = train_step(&tr, &o, img, N, lr, &acc, &norm, &trip, &ts);
                 if (isnan(loss)) {
                     fprintf(stderr, MSG "step %lld: loss or gradients are not finite; step skipped\n",
                             (long long)tr.opt.step + 1);
@@ -317,15 +352,19 @@ int validator_train_main(int argc, char **argv) {
                     fails = 0, unusable = -1;
                     run_loss = RUNNING_BETA * run_loss + (1 - RUNNING_BETA) * loss;
                     run_acc = RUNNING_BETA * run_acc + (1 - RUNNING_BETA) * acc;
+                    run_trip = RUNNING_BETA * run_trip + (1 - RUNNING_BETA) * trip;
                     run_w = RUNNING_BETA * run_w + (1 - RUNNING_BETA);
                     if (ml) {
-                        char line[256];
-                        snprintf(line, sizeof(line), "{\"step\":%lld,\"loss\":%.6g,\"acc\":%.4g,\"lr\":%.6g,\"grad_norm\":%.6g}",
-                                 (long long)tr.opt.step, loss, acc, lr, norm);
+                        char line[384];
+                        snprintf(line, sizeof(line), "{\"step\":%lld,\"loss\":%.6g,\"acc\":%.4g,\"triplet\":%.6g,"
+                                 "\"triplet_active\":%.4g,\"pos_dist\":%.4g,\"neg_dist\":%.4g,\"lr\":%.6g,\"grad_norm\":%.6g}",
+                                 (long long)tr.opt.step, loss, acc, trip, ts.anchors ? (double)ts.active / ts.anchors : 0.0,
+                                 ts.pos_dist, ts.neg_dist, lr, norm);
                         metrics_write(ml, line);
                     }
                     char extra[96];
-                    snprintf(extra, sizeof(extra), "loss %.4f acc %.1f%%", run_loss / run_w, 100 * run_acc / run_w);
+                    snprintf(extra, sizeof(extra), "loss %.4f acc %.1f%% triplet %.4f", run_loss / run_w, 100 * run_acc / run_w,
+                             run_trip / run_w);
                     progress_update(&p, tr.opt.step, extra);
                     if (tr.opt.step % o.save_every == 0 && tr.opt.step < o.steps)
                         compute_params_to_host(&tr.cp), save(net, o.judge, tr.opt.step, &rc);

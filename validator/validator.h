@@ -69,10 +69,12 @@ int report_write(const json_t *report, const char *path, char *err, size_t errle
 // with err for what makes the set unusable (images of another shape, no labels, a user the judge
 // does not know). gpu: on the GPU (device_choose()'s answer).
 // What the judge made of a set, kept for distribution figures (score): the pooled features, the
-// softmax probabilities and the true users (judge indices) of every image, in arrival order.
+// embeddings, the softmax probabilities and the true users (judge indices) of every image, in
+// arrival order.
 typedef struct {
-    int n, cap, F, K, C, H, W;
+    int n, cap, F, K, D, C, H, W;
     float *feat;  // (n, F)
+    float *emb;   // (n, D) L2-normalised embeddings; NULL (D 0) for a judge without the head
     float *prob;  // (n, K)
     int *truth;   // (n)
     float *img;   // (n, C, H, W) the images as the judge saw them
@@ -86,6 +88,14 @@ int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, JudgedSet *collect,
 // does; the same tally and collection as classify_stream
 int classify_folder(JudgeNet *net, const char *dir, Tally *t, JudgedSet *collect, int resolution, int batch, int gpu,
                     char *err, size_t errlen);
+// ---- the embedding head's figures (verify.c); NULL / NAN for a judge without the head ----
+// Each image of q against every user's real prototype (the normalised mean embedding of the user's
+// images in real): {"users", "genuine_pairs", "impostor_pairs", "auc", "eer", "genuine_mean_cos",
+// "impostor_mean_cos", "nearest_prototype_accuracy"}; images of users absent from real are skipped.
+json_t *verification(const JudgedSet *real, const JudgedSet *q);
+// mean pairwise cosine distance of embeddings within a user, averaged over users with 2+ images
+double embedding_spread(const JudgedSet *s);
+
 // ---- score --generator: samples asked of a running doppel-diffuser serve (remote.c) ----
 typedef struct {
     const char *endpoint;  // the serve ROUTER (connects; e.g. tcp://host:5560)

@@ -218,7 +218,8 @@ void metrics_write(MetricsLog *m, const char *json_object_text) {
         return;
     }
     json_object_set_new(j, "time", json_real(unix_time()));
-    char *line = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(7));
+    // 15 digits: the values keep the text they were written with, and "time" keeps its milliseconds
+    char *line = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(15));
     json_decref(j);
     if (!line) return;
     if (fprintf(m->f, "%s\n", line) < 0 || fflush(m->f) != 0) {

@@ -35,6 +35,7 @@ void judge_config_default(JudgeConfig *c, int channels, int resolution, int n_us
     c->layers_per_block = 1;
     c->norm_num_groups = judge_default_groups(c->block_out_channels, c->n_blocks);
     c->norm_eps = JUDGE_EPS, c->dropout = JUDGE_DROPOUT;
+    c->embedding_dim = JUDGE_EMBEDDING_DIM;
     c->n_users = n_users, c->users = users;
 }
 
@@ -45,6 +46,8 @@ int judge_config_check(const JudgeConfig *c, char *err, size_t errlen) {
         return -1;
     if (!(c->norm_eps > 0 && c->norm_eps < 1)) return errf(err, errlen, "norm_eps %g outside (0, 1)", (double)c->norm_eps);
     if (!(c->dropout >= 0 && c->dropout < 1)) return errf(err, errlen, "dropout %g outside [0, 1)", (double)c->dropout);
+    if (c->embedding_dim < 0 || c->embedding_dim > JUDGE_EMBEDDING_MAX)
+        return errf(err, errlen, "embedding_dim %d outside 0..%d", c->embedding_dim, JUDGE_EMBEDDING_MAX);
     if (c->n_users < 1 || c->n_users > JUDGE_MAX_USERS)
         return errf(err, errlen, "%d users (1..%d supported)", c->n_users, JUDGE_MAX_USERS);
     for (int u = 0; u < c->n_users; u++) {
@@ -61,10 +64,11 @@ json_t *judge_config_to_json(const JudgeConfig *c) {
     json_t *boc = json_array(), *users = json_array();
     for (int i = 0; i < c->n_blocks; i++) json_array_append_new(boc, json_integer(c->block_out_channels[i]));
     for (int u = 0; u < c->n_users; u++) json_array_append_new(users, json_string(c->users[u]));
-    return json_pack("{s:s, s:s, s:i, s:i, s:o, s:i, s:i, s:o, s:o, s:o}", "_class_name", JUDGE_CLASS_NAME,
+    return json_pack("{s:s, s:s, s:i, s:i, s:o, s:i, s:i, s:o, s:o, s:i, s:o}", "_class_name", JUDGE_CLASS_NAME,
                      "_doppel_version", DOPPEL_VERSION, "channels", c->channels, "resolution", c->resolution,
                      "block_out_channels", boc, "layers_per_block", c->layers_per_block, "norm_num_groups",
-                     c->norm_num_groups, "norm_eps", config_float(c->norm_eps), "dropout", config_float(c->dropout), "users", users);
+                     c->norm_num_groups, "norm_eps", config_float(c->norm_eps), "dropout", config_float(c->dropout), "embedding_dim", c->embedding_dim,
+                     "users", users);
 }
 
 int judge_config_from_json(JudgeConfig *c, const json_t *j, char *err, size_t errlen) {
@@ -84,7 +88,8 @@ int judge_config_from_json(JudgeConfig *c, const json_t *j, char *err, size_t er
         config_int(j, "norm_num_groups", judge_default_groups(c->block_out_channels, c->n_blocks), &c->norm_num_groups,
                    err, errlen) ||
         config_num(j, "norm_eps", JUDGE_EPS, &c->norm_eps, err, errlen) ||
-        config_num(j, "dropout", JUDGE_DROPOUT, &c->dropout, err, errlen))
+        config_num(j, "dropout", JUDGE_DROPOUT, &c->dropout, err, errlen) ||
+        config_int(j, "embedding_dim", 0, &c->embedding_dim, err, errlen))  // absent: a judge without the head
         return -1;
     if (!json_is_array(users) || json_array_size(users) < 1 || json_array_size(users) > JUDGE_MAX_USERS)
         return errf(err, errlen, "config.json: 'users' must be a list of 1 to %d user names", JUDGE_MAX_USERS);
@@ -136,6 +141,7 @@ void judge_build(JudgeNet *net, const JudgeConfig *cfg) {
     }
     groupnorm_init(&net->conv_norm_out, ps, "conv_norm_out", out, c->norm_num_groups, c->norm_eps);
     linear_init(&net->classifier, ps, "classifier", out, c->n_users);
+    if (c->embedding_dim) linear_init(&net->embedding, ps, "embedding", out, c->embedding_dim);
     params_allocate(ps);
 }
 
@@ -170,10 +176,11 @@ float *judge_forward(Ctx *ctx, JudgeNet *net, Tensor x) {
     net->dropped = arena_floats(ctx->arena, NF);                        // (N, F)
     net->drop_mask = arena_floats(ctx->arena, NF);
     OP(ctx, dropout_forward, net->dropped, net->drop_mask, net->features, NF, ctx->train ? c->dropout : 0.0f, ctx->rng);
+    net->emb = c->embedding_dim ? linear_layer_forward(ctx, &net->embedding, net->features, N) : NULL;  // (N, D)
     return linear_layer_forward(ctx, &net->classifier, net->dropped, N);  // (N, K)
 }
 
-Tensor judge_backward(Ctx *ctx, JudgeNet *net, const float *dlogits) {
+Tensor judge_backward(Ctx *ctx, JudgeNet *net, const float *dlogits, const float *demb) {
     CHECK(ctx->ps->info == net->ps.info, "judge_backward: the context's ParamSet is not the judge's (or its mirror)");
     Tensor a = net->pooled_in;
     int N = net->N, F = a.C;
@@ -181,6 +188,7 @@ Tensor judge_backward(Ctx *ctx, JudgeNet *net, const float *dlogits) {
     float *ddrop = linear_layer_backward(ctx, &net->classifier, dlogits);  // (N, F)
     float *dfeat = arena_zeros(ctx->arena, NF);                            // (N, F)
     OP(ctx, dropout_backward, dfeat, ddrop, net->drop_mask, NF, ctx->train ? net->cfg.dropout : 0.0f);
+    if (demb && net->cfg.embedding_dim) OP(ctx, accumulate, dfeat, linear_layer_backward(ctx, &net->embedding, demb), NF);
     Tensor da = ctx_zeros(ctx, a.N, a.C, a.H, a.W);                        // [N, F, h, w]
     OP(ctx, avgpool_backward, da.d, dfeat, N, F, a.H * a.W);
     Tensor g = silu_tensor_backward(ctx, da, net->n_out);

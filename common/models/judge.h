@@ -12,17 +12,22 @@
 //   conv_norm_out  GroupNorm, then SiLU (the resnets are pre-activation)    [N, 128, 8, 8]
 //   global average pool -> features                                        [N, 128]
 //   dropout p (training only), classifier: Linear 128 -> K                  [N, K] logits
+//   embedding: Linear 128 -> D on the features (before dropout)             [N, D]
+// The embedding head is the metric-learning half of the judge: trained with a batch-hard triplet
+// loss on cosine distances (ops/triplet.h) next to the classifier's cross-entropy, compared after
+// L2 normalisation (genuine/impostor verification, diversity). embedding_dim 0 (judges written
+// before the head existed) has no such head.
 // Down blocks are diffusers' DownEncoderBlock2D (resnets without a time embedding, dropout 0 inside).
 // Every GroupNorm has norm_num_groups groups, by default min(32, smallest channel count / 4)
 // (8 for the default channels: 4 to 16 channels per group), and eps norm_eps (1e-6, as the VAE
 // encoder's blocks). Parameter names follow diffusers: "down_blocks.1.resnets.0.conv1.weight",
-// "conv_norm_out.weight", "classifier.weight" (K, 128).
+// "conv_norm_out.weight", "classifier.weight" (K, 128), "embedding.weight" (D, 128).
 //
 // A judge folder is like a diffusers model folder (io/checkpoint.h): config.json +
 // diffusion_pytorch_model.safetensors. config.json:
 //   {"_class_name": "DoppelJudge", "channels": 1, "resolution": 64, "block_out_channels": [32, 64, 128, 128],
 //    "layers_per_block": 1, "norm_num_groups": 8, "norm_eps": 1e-06, "dropout": 0.1,
-//    "users": ["ID_1", ...], ...}
+//    "embedding_dim": 64, "users": ["ID_1", ...], ...}
 // plus any other keys (colormap, source, step), which are kept through load and save.
 #pragma once
 #include <jansson.h>
@@ -33,12 +38,15 @@
 #define JUDGE_DOWNSAMPLE_PADDING 1  // Downsample2D's conv: 3x3, stride 2, padding 1 (H -> ceil(H/2))
 #define JUDGE_MAX_USERS 100000
 #define JUDGE_USER_NAME_MAX 256
+#define JUDGE_EMBEDDING_DIM 64   // the default embedding size
+#define JUDGE_EMBEDDING_MAX 4096
 
 typedef struct {
     int channels, resolution;  // the images it was trained on: (channels, resolution, resolution)
     int n_blocks, block_out_channels[MAX_BLOCKS];
     int layers_per_block, norm_num_groups;
     float norm_eps, dropout;
+    int embedding_dim;         // D of the embedding head; 0: none
     int n_users;
     char **users;              // (n_users) names, in label order
 } JudgeConfig;
@@ -61,12 +69,14 @@ typedef struct {
     DownBlock down[MAX_BLOCKS];
     GroupNorm conv_norm_out;
     Linear classifier;
+    Linear embedding;  // when cfg.embedding_dim > 0
     json_t *extra;    // config.json keys beyond the architecture (colormap, source, step); owned, may be NULL
     // saved by the forward for the backward
     Tensor n_out, pooled_in;  // conv_norm_out output, SiLU output: [N, F, h, w]
     float *features;          // (N, F) pooled features, before dropout
     float *dropped;           // (N, F) after dropout (the classifier's input)
     float *drop_mask;         // (N, F)
+    float *emb;               // (N, D) raw embeddings (not normalised); NULL without the head
     int N;
 } JudgeNet;
 
@@ -78,11 +88,13 @@ void judge_free(JudgeNet *net);
 static inline int judge_feature_dim(const JudgeNet *net) { return net->cfg.block_out_channels[net->cfg.n_blocks - 1]; }
 int judge_user_index(const JudgeNet *net, const char *name);  // -1 if the judge does not know the user
 
-// x (N, C, H, W) -> logits (N, K), arena memory; net->features holds the (N, F) features until the
-// next forward. Dropout acts when ctx->train (its mask drawn from ctx->rng).
+// x (N, C, H, W) -> logits (N, K), arena memory; net->features holds the (N, F) features and
+// net->emb the (N, D) embeddings until the next forward. Dropout acts when ctx->train (its mask
+// drawn from ctx->rng).
 float *judge_forward(Ctx *ctx, JudgeNet *net, Tensor x);
-// dlogits (N, K) -> dx (N, C, H, W) (fresh arena memory); adds into net->ps.grad
-Tensor judge_backward(Ctx *ctx, JudgeNet *net, const float *dlogits);
+// dlogits (N, K) and demb (N, D) (NULL: no loss on the embeddings) -> dx (N, C, H, W) (fresh arena
+// memory); adds into net->ps.grad
+Tensor judge_backward(Ctx *ctx, JudgeNet *net, const float *dlogits, const float *demb);
 
 // Builds the judge from DIR/config.json and loads DIR/diffusion_pytorch_model.safetensors. Errors
 // name the folder and the problem: a missing file, another model class, an unusable config,

@@ -174,6 +174,32 @@ def main():
 
     losses2_cases()
     disc_cases()
+    triplet_cases()
+
+
+def triplet_cosine(z, labels, margin):
+    """Batch-hard triplet loss on cosine distances of normalised embeddings (common/ops/triplet.h)."""
+    e = F.normalize(z, dim=1)
+    d = 1 - e @ e.t()
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool)
+    pos, neg = same & ~eye, ~same
+    losses = []
+    for i in range(len(labels)):
+        if pos[i].any() and neg[i].any():
+            hp = d[i][pos[i]].max()
+            hn = d[i][neg[i]].min()
+            losses.append(F.relu(margin + hp - hn))
+    return torch.stack(losses).mean()
+
+
+def triplet_cases():
+    for n, N, D, margin, labels in (("op_triplet_cosine", 12, 16, 0.3, [0, 1, 2, 0, 1, 2, 0, 3, 3, 1, 4, 2]),
+                                    ("op_triplet_cosine_wide", 9, 8, 1.5, [5, 5, 1, 1, 1, 7, 2, 2, 5])):
+        seed(n)
+        lab = torch.tensor(labels, dtype=torch.int32)
+        case(n, {"z": randn(N, D, grad=True)}, lambda z: triplet_cosine(z, lab.long(), margin),
+             {"margin": margin}, extra={"labels": lab}, scalar=True)
 
 
 def gaussian_window(size, sigma):
