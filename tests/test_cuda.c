@@ -137,6 +137,52 @@ static void test_groupnorm(void) {
     cuda_free(y_d), cuda_free(mean_d), cuda_free(rstd_d);
 }
 
+static void batchnorm_case(int train) {
+    int N = 5, C = 12, HW = 37;
+    size_t n = (size_t)N * C * HW;
+    float *x = rnd(n), *w = rnd(C), *b = rnd(C), *dy = rnd(n), *dx = rnd(n), *dw = rnd(C), *db = rnd(C);
+    float *rm = rnd(C), *rv = rnd(C);
+    for (size_t i = 0; i < n; i++) x[i] = 3.0f + 2.0f * x[i];
+    for (int c = 0; c < C; c++) rv[c] = 0.5f + fabsf(rv[c]);
+    float *y = xmalloc(n * 4), *mean = xmalloc(C * 4), *rstd = xmalloc(C * 4);
+    float *x_d = up(x, n), *w_d = up(w, C), *b_d = up(b, C), *dy_d = up(dy, n), *dx_d = up(dx, n), *dw_d = up(dw, C),
+          *db_d = up(db, C), *rm_d = up(rm, C), *rv_d = up(rv, C), *y_d = cuda_malloc(n * 4), *mean_d = cuda_malloc(C * 4),
+          *rstd_d = cuda_malloc(C * 4);
+    batchnorm_forward(y, mean, rstd, rm, rv, x, w, b, N, C, HW, 1e-5f, 0.1f, train);
+    batchnorm_forward_cuda(y_d, mean_d, rstd_d, rm_d, rv_d, x_d, w_d, b_d, N, C, HW, 1e-5f, 0.1f, train, NULL);
+    SAME(train ? "batchnorm forward (train)" : "batchnorm forward (eval)", y_d, y, n);
+    SAME("batchnorm mean", mean_d, mean, C);
+    SAME("batchnorm rstd", rstd_d, rstd, C);
+    SAME("batchnorm running_mean", rm_d, rm, C);
+    SAME("batchnorm running_var", rv_d, rv, C);
+    batchnorm_backward(dx, dw, db, dy, x, w, mean, rstd, N, C, HW, train);
+    batchnorm_backward_cuda(dx_d, dw_d, db_d, dy_d, x_d, w_d, mean_d, rstd_d, N, C, HW, train, NULL);
+    SAME("batchnorm dinp", dx_d, dx, n);
+    SAME("batchnorm dweight", dw_d, dw, C);
+    SAME("batchnorm dbias", db_d, db, C);
+    free(x), free(w), free(b), free(dy), free(dx), free(dw), free(db), free(rm), free(rv), free(y), free(mean), free(rstd);
+    cuda_free(x_d), cuda_free(w_d), cuda_free(b_d), cuda_free(dy_d), cuda_free(dx_d), cuda_free(dw_d), cuda_free(db_d);
+    cuda_free(rm_d), cuda_free(rv_d), cuda_free(y_d), cuda_free(mean_d), cuda_free(rstd_d);
+}
+
+static void test_batchnorm_and_pool(void) {
+    if (!need_gpu()) return;
+    batchnorm_case(1);
+    batchnorm_case(0);
+    int N = 3, C = 4, H = 9, W = 6;  // an odd height: the last row is dropped
+    size_t n = (size_t)N * C * H * W, no = (size_t)N * C * (H / 2) * (W / 2);
+    float *x = rnd(n), *dy = rnd(no), *dx = rnd(n), *y = xmalloc(no * 4);
+    float *x_d = up(x, n), *dy_d = up(dy, no), *dx_d = up(dx, n), *y_d = cuda_malloc(no * 4);
+    avgpool2x2_forward(y, x, N, C, H, W);
+    avgpool2x2_forward_cuda(y_d, x_d, N, C, H, W, NULL);
+    SAME("avgpool2x2 forward", y_d, y, no);
+    avgpool2x2_backward(dx, dy, N, C, H, W);
+    avgpool2x2_backward_cuda(dx_d, dy_d, N, C, H, W, NULL);
+    SAME("avgpool2x2 dinp", dx_d, dx, n);
+    free(x), free(dy), free(dx), free(y);
+    cuda_free(x_d), cuda_free(dy_d), cuda_free(dx_d), cuda_free(y_d);
+}
+
 static void test_elementwise(void) {
     if (!need_gpu()) return;
     int N = 3, C = 5, Cb = 3, H = 6, W = 7, HW = H * W;
@@ -922,6 +968,7 @@ int main(void) {
     RUN(test_conv2d);
     RUN(test_linear);
     RUN(test_groupnorm);
+    RUN(test_batchnorm_and_pool);
     RUN(test_elementwise);
     RUN(test_attention);
     RUN(test_embeddings);

@@ -57,10 +57,11 @@ static double judge_loss(void *p) {
            dot_f64(c->net->emb, c->demb, (size_t)c->x.N * c->net->cfg.embedding_dim);
 }
 
-static void fd_case(int train) {
+static void fd_case(int train, JudgeBlockType type) {
     JudgeConfig cfg;
     tiny_config(&cfg, 8, (int[]){4, 8}, 2);
     cfg.embedding_dim = 5;
+    cfg.block_type = type;
     JudgeNet net;
     judge_build(&net, &cfg);
     Rng rng;
@@ -88,19 +89,24 @@ static void fd_case(int train) {
     EXPECT(g.N == N && g.C == 1 && g.H == 8 && g.W == 8, "dx shape [%d, %d, %d, %d]", g.N, g.C, g.H, g.W);
     memcpy(dx, g.d, nx * sizeof(float));
     char what[160];
-    snprintf(what, sizeof(what), "judge dx (%s)", train ? "dropout on" : "eval");
+    const char *mode = train ? "dropout on" : "eval", *tname = type == JUDGE_CONV_BN ? "conv_bn" : "resnet";
+    snprintf(what, sizeof(what), "%s judge dx (%s)", tname, mode);
     fd_check(what, x, dx, nx, judge_loss, &c, 40, FD_EPS, FD_TOL);
-    const char *names[] = {"conv_in.weight", "down_blocks.0.resnets.0.conv1.weight", "down_blocks.0.downsamplers.0.conv.bias",
-                           "down_blocks.1.resnets.0.norm2.weight", "down_blocks.1.resnets.0.conv_shortcut.weight",
-                           "conv_norm_out.bias", "classifier.weight", "classifier.bias", "embedding.weight",
-                           "embedding.bias"};
+    const char *resnet[] = {"conv_in.weight", "down_blocks.0.resnets.0.conv1.weight", "down_blocks.0.downsamplers.0.conv.bias",
+                            "down_blocks.1.resnets.0.norm2.weight", "down_blocks.1.resnets.0.conv_shortcut.weight",
+                            "conv_norm_out.bias", "classifier.weight", "classifier.bias", "embedding.weight",
+                            "embedding.bias"};
+    const char *conv_bn[] = {"blocks.0.conv.weight", "blocks.0.conv.bias", "blocks.0.norm.weight", "blocks.1.conv.weight",
+                             "blocks.1.norm.weight", "blocks.1.norm.bias", "classifier.weight", "classifier.bias",
+                             "embedding.weight", "embedding.bias"};
+    const char **names = type == JUDGE_CONV_BN ? conv_bn : resnet;
     float *an = xmalloc(net.ps.total * sizeof(float));
     memcpy(an, net.ps.grad, net.ps.total * sizeof(float));
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    for (size_t i = 0; i < 10; i++) {
         int id = params_find(&net.ps, names[i]);
         EXPECT(id >= 0, "no parameter %s", names[i]);
         if (id < 0) continue;
-        snprintf(what, sizeof(what), "%s (%s)", names[i], train ? "dropout on" : "eval");
+        snprintf(what, sizeof(what), "%s (%s)", names[i], mode);
         fd_check(what, param_ptr(&net.ps, id), an + net.ps.info[id].offset, net.ps.info[id].numel, judge_loss, &c, 12,
                  FD_EPS, FD_TOL);
     }
@@ -111,8 +117,10 @@ static void fd_case(int train) {
 }
 
 static void test_judge_gradients(void) {
-    fd_case(0);
-    fd_case(1);
+    fd_case(0, JUDGE_CONV_BN);
+    fd_case(1, JUDGE_CONV_BN);
+    fd_case(0, JUDGE_RESNET);
+    fd_case(1, JUDGE_RESNET);
 }
 
 static void test_judge_architecture(void) {
@@ -120,35 +128,49 @@ static void test_judge_architecture(void) {
     judge_config_default(&cfg, 1, 64, 10, (char *[]){"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"});
     EXPECT(cfg.norm_num_groups == 8, "default groups for (32, 64, 128, 128): %d, expected min(32, 32/4) = 8",
            cfg.norm_num_groups);
-    JudgeNet net;
-    judge_build(&net, &cfg);
-    printf("  default judge (1 channel, 10 users): %zu parameters\n", params_count_floats(&net.ps));
-    EXPECT(judge_feature_dim(&net) == 128, "feature dim %d", judge_feature_dim(&net));
-    int id = params_find(&net.ps, "classifier.weight");
-    EXPECT(id >= 0 && net.ps.info[id].shape[0] == 10 && net.ps.info[id].shape[1] == 128, "classifier.weight (10, 128)");
-    EXPECT(params_find(&net.ps, "down_blocks.2.downsamplers.0.conv.weight") >= 0 &&
-               params_find(&net.ps, "down_blocks.3.downsamplers.0.conv.weight") < 0,
-           "downsample on every block but the last");
-    EXPECT(params_find(&net.ps, "down_blocks.1.resnets.0.time_emb_proj.weight") < 0, "no time embedding");
-    // features (N, 128) for 64x64 inputs; the last block runs at 8x8
-    Arena arena;
-    arena_init(&arena, 0);
-    Rng rng;
-    rng_seed(&rng, 1);
-    judge_init(&net, &rng);
-    Ctx ctx;
-    ctx_init(&ctx, &net.ps, &arena, &rng);
-    Tensor x = ctx_tensor(&ctx, 2, 1, 64, 64);
-    fill_randn(x.d, tensor_numel(x), 5, 1.0f);
-    float *logits = judge_forward(&ctx, &net, x);
-    EXPECT(net.n_out.C == 128 && net.n_out.H == 8 && net.n_out.W == 8, "conv_norm_out output [%d, %d, %d, %d]",
-           net.n_out.N, net.n_out.C, net.n_out.H, net.n_out.W);
-    int finite = 1;
-    for (int i = 0; i < 20; i++) finite &= isfinite(logits[i]);
-    EXPECT(finite, "logits finite");
-    ctx_free(&ctx);
-    arena_free(&arena);
-    judge_free(&net);
+    EXPECT(cfg.block_type == JUDGE_CONV_BN, "conv_bn is the default trunk");
+    for (int t = 0; t < 2; t++) {
+        cfg.block_type = t ? JUDGE_RESNET : JUDGE_CONV_BN;
+        JudgeNet net;
+        judge_build(&net, &cfg);
+        printf("  default %s judge (1 channel, 10 users): %zu parameters\n", t ? "resnet" : "conv_bn",
+               params_count_floats(&net.ps));
+        EXPECT(judge_feature_dim(&net) == 128, "feature dim %d", judge_feature_dim(&net));
+        int id = params_find(&net.ps, "classifier.weight");
+        EXPECT(id >= 0 && net.ps.info[id].shape[0] == 10 && net.ps.info[id].shape[1] == 128, "classifier.weight (10, 128)");
+        if (t) {
+            EXPECT(params_find(&net.ps, "down_blocks.2.downsamplers.0.conv.weight") >= 0 &&
+                       params_find(&net.ps, "down_blocks.3.downsamplers.0.conv.weight") < 0,
+                   "downsample on every block but the last");
+            EXPECT(params_find(&net.ps, "down_blocks.1.resnets.0.time_emb_proj.weight") < 0, "no time embedding");
+        } else {
+            int rv = params_find(&net.ps, "blocks.3.norm.running_var"), w = params_find(&net.ps, "blocks.3.norm.weight");
+            EXPECT(rv >= 0 && net.ps.info[rv].no_decay && w >= 0 && !net.ps.info[w].no_decay &&
+                       params_find(&net.ps, "blocks.0.conv.weight") >= 0 && params_find(&net.ps, "conv_in.weight") < 0,
+                   "conv_bn names; running stats are buffers (no decay)");
+        }
+        // features (N, 128) for 64x64 inputs: the last block runs at 8x8 (resnet) or ends at 4x4 (conv_bn)
+        Arena arena;
+        arena_init(&arena, 0);
+        Rng rng;
+        rng_seed(&rng, 1);
+        judge_init(&net, &rng);
+        Ctx ctx;
+        ctx_init(&ctx, &net.ps, &arena, &rng);
+        Tensor x = ctx_tensor(&ctx, 2, 1, 64, 64);
+        fill_randn(x.d, tensor_numel(x), 5, 1.0f);
+        float *logits = judge_forward(&ctx, &net, x);
+        int want = t ? 8 : 4;
+        EXPECT(net.pooled_in.C == 128 && net.pooled_in.H == want && net.pooled_in.W == want,
+               "pooled input [%d, %d, %d, %d]", net.pooled_in.N, net.pooled_in.C, net.pooled_in.H, net.pooled_in.W);
+        int finite = 1;
+        for (int i = 0; i < 20; i++) finite &= isfinite(logits[i]);
+        EXPECT(finite, "logits finite");
+        ctx_free(&ctx);
+        arena_free(&arena);
+        judge_free(&net);
+    }
+    cfg.block_type = JUDGE_CONV_BN;
     char err[256];
     cfg.norm_num_groups = 7;
     EXPECT(judge_config_check(&cfg, err, sizeof(err)) && strstr(err, "norm_num_groups"), "groups 7: %s", err);
@@ -204,6 +226,24 @@ static void test_judge_learns(void) {
     EXPECT(loss < first / 10, "cross-entropy went from %.4f to %.4f in %d steps, not down 10x", first, loss, step);
     EXPECT(first_trip > 0 && trip < first_trip / 10, "triplet loss went from %.4f to %.4f in %d steps, not down 10x",
            first_trip, trip, step);
+    // BatchNorm: training moved the running statistics; in eval an image's logits do not depend on
+    // the rest of its batch (the running stats, not the batch's)
+    int rm = params_find(&net.ps, "blocks.0.norm.running_mean"), rv = params_find(&net.ps, "blocks.0.norm.running_var");
+    float *m = param_ptr(&net.ps, rm), *v = param_ptr(&net.ps, rv);
+    EXPECT(m[0] != 0.0f && v[0] != 1.0f && v[0] > 0.0f, "running stats after training: mean %g var %g", (double)m[0],
+           (double)v[0]);
+    ctx.train = 0;
+    arena_reset(&arena);
+    Tensor all = ctx_tensor(&ctx, N, 1, 32, 32);
+    memcpy(all.d, x, (size_t)N * 1024 * sizeof(float));
+    float *la = judge_forward(&ctx, &net, all), l3[3];
+    memcpy(l3, la + 3 * 5, sizeof(l3));  // image 5 in the batch
+    Tensor one = ctx_tensor(&ctx, 1, 1, 32, 32);
+    memcpy(one.d, x + 5 * 1024, 1024 * sizeof(float));
+    float *l1 = judge_forward(&ctx, &net, one);
+    EXPECT(fabsf(l1[0] - l3[0]) < 1e-5f && fabsf(l1[1] - l3[1]) < 1e-5f && fabsf(l1[2] - l3[2]) < 1e-5f,
+           "eval logits alone (%g %g %g) vs in the batch (%g %g %g)", (double)l1[0], (double)l1[1], (double)l1[2],
+           (double)l3[0], (double)l3[1], (double)l3[2]);
     free(x), free(labels);
     dataset_free(&ds);
     ctx_free(&ctx);
@@ -254,7 +294,7 @@ static void test_judge_folder(void) {
     size_t clen;
     char *ctext = (char *)tl_read_file(cmd, &clen);
     EXPECT(ctext && strstr(ctext, "\"_class_name\": \"DoppelJudge\"") && strstr(ctext, "\"norm_eps\": 1e-6") &&
-               strstr(ctext, "\"dropout\": 0.1,"),
+               strstr(ctext, "\"dropout\": 0.3,") && strstr(ctext, "\"block_type\": \"conv_bn\""),
            "config.json:\n%s", ctext ? ctext : "(unreadable)");
     free(ctext);
     ctx_free(&ca), ctx_free(&cb);

@@ -604,6 +604,86 @@ static void test_cross_entropy_fd(void) {
     free(c.logits), free(c.probs), free(dl);
 }
 
+// ============================ batch norm, 2x2 average pool ============================
+
+static void batchnorm_fixture(const char *name, int train) {
+    SafeTensors *st = fx_open(name);
+    if (!st) return;
+    size_t nx, C;
+    float *x = fx_f32(st, "x", &nx), *w = fx_f32(st, "weight", &C), *b = fx_f32(st, "bias", NULL);
+    float *rm = fx_f32(st, "running_mean", NULL), *rv = fx_f32(st, "running_var", NULL);
+    float *want = fx_f32(st, "out", NULL), *dout = fx_f32(st, "dout", NULL), *rm_after = fx_f32(st, "running_mean_after", NULL),
+          *rv_after = fx_f32(st, "running_var_after", NULL), *gx = fx_f32(st, "grad.x", NULL),
+          *gw = fx_f32(st, "grad.weight", NULL), *gb = fx_f32(st, "grad.bias", NULL);
+    int N = 3, HW = (int)(nx / (3 * C));
+    float *y = zeros(nx), *mean = zeros(C), *rstd = zeros(C), *dx = zeros(nx), *dw = zeros(C), *db = zeros(C);
+    batchnorm_forward(y, mean, rstd, rm, rv, x, w, b, N, (int)C, HW, 1e-5f, 0.1f, train);
+    EXPECT_CLOSE("batchnorm out", y, want, nx, ATOL, RTOL);
+    EXPECT_CLOSE("batchnorm running_mean", rm, rm_after, C, ATOL, RTOL);
+    EXPECT_CLOSE("batchnorm running_var", rv, rv_after, C, ATOL, RTOL);
+    batchnorm_backward(dx, dw, db, dout, x, w, mean, rstd, N, (int)C, HW, train);
+    EXPECT_CLOSE("batchnorm grad.x", dx, gx, nx, ATOL, RTOL);
+    EXPECT_CLOSE("batchnorm grad.weight", dw, gw, C, ATOL, RTOL);
+    EXPECT_CLOSE("batchnorm grad.bias", db, gb, C, ATOL, RTOL);
+    free(x), free(w), free(b), free(rm), free(rv), free(want), free(dout), free(rm_after), free(rv_after), free(gx),
+        free(gw), free(gb), free(y), free(mean), free(rstd), free(dx), free(dw), free(db);
+    fx_close(st);
+}
+
+static void test_batchnorm_fixture(void) {
+    batchnorm_fixture("op_batchnorm_train", 1);
+    batchnorm_fixture("op_batchnorm_eval", 0);
+}
+
+typedef struct {
+    int N, C, HW;
+    float *x, *w, *b, *dout, *y, *mean, *rstd, *rm, *rv;
+} BnCtx;
+
+static double bn_loss(void *p) {
+    BnCtx *c = p;
+    batchnorm_forward(c->y, c->mean, c->rstd, NULL, NULL, c->x, c->w, c->b, c->N, c->C, c->HW, 1e-5f, 0.1f, 1);
+    return dot_f64(c->y, c->dout, (size_t)c->N * c->C * c->HW);
+}
+
+static void test_batchnorm_fd(void) {
+    int N = 4, C = 3, HW = 6;
+    size_t n = (size_t)N * C * HW;
+    BnCtx c = {N, C, HW, randn(n, 151, 2.0f), randn(C, 152, 1.0f), randn(C, 153, 1.0f), randn(n, 154, 1.0f), zeros(n),
+               zeros(C), zeros(C), NULL, NULL};
+    float *dx = zeros(n), *dw = zeros(C), *db = zeros(C);
+    bn_loss(&c);
+    batchnorm_backward(dx, dw, db, c.dout, c.x, c.w, c.mean, c.rstd, N, C, HW, 1);
+    fd_check("batchnorm dinp (train)", c.x, dx, n, bn_loss, &c, 40, 1e-2f, FD_TOL);
+    fd_check("batchnorm dweight (train)", c.w, dw, C, bn_loss, &c, C, 1e-2f, FD_TOL);
+    // the training output has zero mean and unit (biased) variance per channel before the affine
+    float one[3] = {1, 1, 1}, zero[3] = {0, 0, 0};
+    batchnorm_forward(c.y, c.mean, c.rstd, NULL, NULL, c.x, one, zero, N, C, HW, 0.0f, 0.1f, 1);
+    for (int ch = 0; ch < C; ch++) {
+        double s = 0, ss = 0;
+        for (int k = 0; k < N; k++)
+            for (int i = 0; i < HW; i++) s += c.y[((size_t)k * C + ch) * HW + i], ss += pow(c.y[((size_t)k * C + ch) * HW + i], 2);
+        EXPECT(fabs(s / (N * HW)) < 1e-5 && fabs(ss / (N * HW) - 1) < 1e-4, "channel %d: mean %g, var %g", ch, s / (N * HW),
+               ss / (N * HW));
+    }
+    free(c.x), free(c.w), free(c.b), free(c.dout), free(c.y), free(c.mean), free(c.rstd), free(dx), free(dw), free(db);
+}
+
+static void test_avgpool2x2_fixture(void) {
+    SafeTensors *st = fx_open("op_avgpool2x2");
+    if (!st) return;
+    size_t nx, no;
+    float *x = fx_f32(st, "x", &nx), *want = fx_f32(st, "out", &no), *dout = fx_f32(st, "dout", NULL),
+          *gx = fx_f32(st, "grad.x", NULL);
+    float *y = zeros(no), *dx = zeros(nx);
+    avgpool2x2_forward(y, x, 2, 3, 5, 7);
+    EXPECT_CLOSE("avgpool2x2 out", y, want, no, ATOL, RTOL);
+    avgpool2x2_backward(dx, dout, 2, 3, 5, 7);
+    EXPECT_CLOSE("avgpool2x2 grad.x", dx, gx, nx, ATOL, RTOL);
+    free(x), free(want), free(dout), free(gx), free(y), free(dx);
+    fx_close(st);
+}
+
 // ============================ triplet loss (cosine, batch-hard) ============================
 
 static void triplet_fixture(const char *name) {
@@ -759,6 +839,9 @@ int main(void) {
     RUN(test_gaussian_sample_fd);
     RUN(test_cross_entropy_fixture);
     RUN(test_cross_entropy_fd);
+    RUN(test_batchnorm_fixture);
+    RUN(test_batchnorm_fd);
+    RUN(test_avgpool2x2_fixture);
     RUN(test_triplet_fixture);
     RUN(test_triplet_fd_and_edges);
     RUN(test_caller_bugs_stop);

@@ -31,8 +31,8 @@ static const char *USAGE =
     "  doppel-validator train --in '>tcp://127.0.0.1:5555' --judge runs/judge --steps 300 --block-out-channels 16,32\n"
     "\n"
     "Trains the judge on the stream's images and labels (users matched by the name table in the\n"
-    "frames' meta): a small ResNet (conv_in, down blocks of block_out_channels with one resnet each,\n"
-    "GroupNorm + SiLU, global average pool) with two heads: a user classifier (dropout, linear;\n"
+    "frames' meta): a small CNN (per block_out_channels entry: 3x3 conv, BatchNorm, ReLU, 2x2 average\n"
+    "pool; then global average pool) with two heads: a user classifier (dropout, linear;\n"
     "cross-entropy) and a metric-learning embedding (linear to D, L2-normalised; batch-hard triplet\n"
     "loss on cosine distances, anchors without a positive in the batch skipped). The judge folder gets config.json +\n"
     "diffusion_pytorch_model.safetensors (every --save-every steps and at the end, atomically) and\n"
@@ -48,7 +48,9 @@ static const char *USAGE =
     "  --weight-decay WD      AdamW weight decay (0.01)\n"
     "  --clip C               gradient norm clip (1.0; 0: off)\n"
     "  --block-out-channels L channels of the down blocks (32,64,128,128)\n"
-    "  --dropout P            before the classifier, in training (0.1)\n"
+    "  --block-type T         conv_bn (the CNN above) or resnet (judges before BatchNorm: conv_in,\n"
+    "                         ResnetBlock2D + Downsample2D blocks, GroupNorm + SiLU) (conv_bn)\n"
+    "  --dropout P            before the classifier, in training (0.3)\n"
     "  --embedding-dim D      size of the embedding head (64; 0: no embedding head)\n"
     "  --triplet-weight W     weight of the triplet loss next to the cross-entropy (1.0)\n"
     "  --margin M             triplet margin on cosine distances (0.3)\n"
@@ -64,7 +66,7 @@ static const char *USAGE =
     "exit status: 0 done, 1 runtime error (stream, folder, non-finite training), 2 usage\n";
 
 typedef struct {
-    const char *in, *val, *judge, *metrics, *device;
+    const char *in, *val, *judge, *metrics, *device, *block_type;
     int steps, warmup, save_every, augment, timeout_s, threads, n_blocks, boc[MAX_BLOCKS], gpu, emb_dim;
     double lr, wd, clip, dropout, triplet_weight, margin;
     uint64_t seed;
@@ -84,15 +86,15 @@ static void parse_channels(const char *s, Options *o) {
 }
 
 static Options parse(int argc, char **argv) {
-    Options o = {.device = "auto", .steps = 1500, .warmup = -1, .save_every = 500, .lr = 1e-3, .wd = 0.01, .clip = 1.0, .dropout = 0.1,
+    Options o = {.device = "auto", .steps = 1500, .warmup = -1, .save_every = 500, .lr = 1e-3, .wd = 0.01, .clip = 1.0, .dropout = 0.3, .block_type = "conv_bn",
                  .emb_dim = JUDGE_EMBEDDING_DIM, .triplet_weight = 1.0, .margin = 0.3, .n_blocks = 4, .boc = {32, 64, 128, 128}};
-    enum { O_IN = 256, O_VAL, O_JUDGE, O_STEPS, O_LR, O_WARMUP, O_WD, O_CLIP, O_BOC, O_DROPOUT, O_EMB, O_TRIPLET, O_MARGIN, O_AUGMENT, O_SAVE,
+    enum { O_IN = 256, O_VAL, O_JUDGE, O_STEPS, O_LR, O_WARMUP, O_WD, O_CLIP, O_BOC, O_DROPOUT, O_BTYPE, O_EMB, O_TRIPLET, O_MARGIN, O_AUGMENT, O_SAVE,
            O_METRICS, O_TIMEOUT, O_SEED, O_THREADS, O_DEVICE, O_HELP, O_VERSION };
     static const struct option opts[] = {
         {"in", 1, 0, O_IN}, {"val", 1, 0, O_VAL}, {"judge", 1, 0, O_JUDGE}, {"steps", 1, 0, O_STEPS},
         {"lr", 1, 0, O_LR}, {"warmup", 1, 0, O_WARMUP}, {"weight-decay", 1, 0, O_WD}, {"clip", 1, 0, O_CLIP},
         {"block-out-channels", 1, 0, O_BOC}, {"dropout", 1, 0, O_DROPOUT}, {"augment", 0, 0, O_AUGMENT},
-        {"embedding-dim", 1, 0, O_EMB}, {"triplet-weight", 1, 0, O_TRIPLET}, {"margin", 1, 0, O_MARGIN},
+        {"block-type", 1, 0, O_BTYPE}, {"embedding-dim", 1, 0, O_EMB}, {"triplet-weight", 1, 0, O_TRIPLET}, {"margin", 1, 0, O_MARGIN},
         {"save-every", 1, 0, O_SAVE}, {"metrics", 1, 0, O_METRICS}, {"timeout", 1, 0, O_TIMEOUT},
         {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS}, {"device", 1, 0, O_DEVICE}, {"help", 0, 0, O_HELP}, {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
@@ -110,6 +112,11 @@ static Options parse(int argc, char **argv) {
         case O_CLIP: o.clip = cli_parse_double(TOOL, "--clip", optarg, 0, 1e9); break;
         case O_BOC: parse_channels(optarg, &o); break;
         case O_DROPOUT: o.dropout = cli_parse_double(TOOL, "--dropout", optarg, 0, 0.99); break;
+        case O_BTYPE:
+            if (strcmp(optarg, "conv_bn") && strcmp(optarg, "resnet"))
+                cli_usage_error(TOOL, "--block-type is conv_bn or resnet, got '%s'", optarg);
+            o.block_type = optarg;
+            break;
         case O_EMB: o.emb_dim = (int)cli_parse_long(TOOL, "--embedding-dim", optarg, 0, JUDGE_EMBEDDING_MAX); break;
         case O_TRIPLET: o.triplet_weight = cli_parse_double(TOOL, "--triplet-weight", optarg, 0, 1000); break;
         case O_MARGIN: o.margin = cli_parse_double(TOOL, "--margin", optarg, 0, 2); break;
@@ -151,6 +158,7 @@ static int configure(JudgeConfig *c, const Options *o, const WireTensor *img, co
     c->norm_num_groups = judge_default_groups(c->block_out_channels, c->n_blocks);
     c->dropout = (float)o->dropout;
     c->embedding_dim = o->emb_dim;
+    c->block_type = strcmp(o->block_type, "resnet") ? JUDGE_CONV_BN : JUDGE_RESNET;
     char e[256];
     if (judge_config_check(c, e, sizeof(e))) {
         free(names);

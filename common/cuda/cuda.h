@@ -135,6 +135,14 @@ CUDA_FN void dropout_backward_cuda(float *dinp, const float *dout, const float *
                                    cudaStream_t s);
 CUDA_FN void avgpool_forward_cuda(float *out, const float *inp, int N, int C, int HW, cudaStream_t s);
 CUDA_FN void avgpool_backward_cuda(float *dinp, const float *dout, int N, int C, int HW, cudaStream_t s);
+CUDA_FN void avgpool2x2_forward_cuda(float *out, const float *inp, int N, int C, int H, int W, cudaStream_t s);
+CUDA_FN void avgpool2x2_backward_cuda(float *dinp, const float *dout, int N, int C, int H, int W, cudaStream_t s);
+CUDA_FN void batchnorm_forward_cuda(float *out, float *mean, float *rstd, float *running_mean, float *running_var,
+                                    const float *inp, const float *weight, const float *bias, int N, int C, int HW,
+                                    float eps, float momentum, int train, cudaStream_t s);
+CUDA_FN void batchnorm_backward_cuda(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                                     const float *weight, const float *mean, const float *rstd, int N, int C, int HW,
+                                     int train, cudaStream_t s);
 CUDA_FN float mse_forward_cuda(const float *pred, const float *target, size_t n, cudaStream_t s);
 CUDA_FN void mse_backward_cuda(float *dpred, const float *pred, const float *target, size_t n, float dloss,
                                cudaStream_t s);

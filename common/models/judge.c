@@ -1,5 +1,6 @@
-// judge.c: the user classifier of doppel-validator (judge.h): conv_in, DownEncoderBlock2D-style
-// down blocks, GroupNorm + SiLU, global average pool, dropout, linear classifier.
+// judge.c: the user classifier of doppel-validator (judge.h): a conv/BatchNorm/ReLU/pool trunk (or
+// the older conv_in, DownEncoderBlock2D-style down blocks, GroupNorm + SiLU), global average pool,
+// dropout + linear classifier, and a linear embedding head.
 #include "judge.h"
 
 #include <stdlib.h>
@@ -11,7 +12,8 @@
 #include "models.h"
 
 #define JUDGE_EPS 1e-6f      // GroupNorm eps, as the VAE encoder's DownEncoderBlock2D
-#define JUDGE_DROPOUT 0.1f   // before the classifier, training only
+#define JUDGE_DROPOUT 0.1f   // before the classifier, training only (a config without "dropout")
+#define JUDGE_DROPOUT_DEFAULT 0.3f  // new judges
 
 // ---- configuration ----
 int judge_default_groups(const int *block_out_channels, int n_blocks) {
@@ -34,12 +36,18 @@ void judge_config_default(JudgeConfig *c, int channels, int resolution, int n_us
     memcpy(c->block_out_channels, chans, sizeof(chans));
     c->layers_per_block = 1;
     c->norm_num_groups = judge_default_groups(c->block_out_channels, c->n_blocks);
-    c->norm_eps = JUDGE_EPS, c->dropout = JUDGE_DROPOUT;
+    c->norm_eps = JUDGE_EPS, c->dropout = JUDGE_DROPOUT_DEFAULT;
     c->embedding_dim = JUDGE_EMBEDDING_DIM;
+    c->block_type = JUDGE_CONV_BN;
     c->n_users = n_users, c->users = users;
 }
 
+static const char *block_type_name(JudgeBlockType t) { return t == JUDGE_CONV_BN ? "conv_bn" : "resnet"; }
+
 int judge_config_check(const JudgeConfig *c, char *err, size_t errlen) {
+    if (c->block_type == JUDGE_CONV_BN && c->resolution >> c->n_blocks < 1)
+        return errf(err, errlen, "%d conv_bn blocks halve a %dx%d image to nothing (at most %d blocks)", c->n_blocks,
+                    c->resolution, c->resolution, 31 - __builtin_clz((unsigned)(c->resolution > 0 ? c->resolution : 1)));
     if (c->channels < 1 || c->channels > 64) return errf(err, errlen, "channels %d outside 1..64", c->channels);
     if (c->resolution < 1 || c->resolution > 65536) return errf(err, errlen, "resolution %d outside 1..65536", c->resolution);
     if (check_block_layout(c->n_blocks, c->block_out_channels, c->layers_per_block, c->norm_num_groups, err, errlen))
@@ -64,8 +72,8 @@ json_t *judge_config_to_json(const JudgeConfig *c) {
     json_t *boc = json_array(), *users = json_array();
     for (int i = 0; i < c->n_blocks; i++) json_array_append_new(boc, json_integer(c->block_out_channels[i]));
     for (int u = 0; u < c->n_users; u++) json_array_append_new(users, json_string(c->users[u]));
-    return json_pack("{s:s, s:s, s:i, s:i, s:o, s:i, s:i, s:o, s:o, s:i, s:o}", "_class_name", JUDGE_CLASS_NAME,
-                     "_doppel_version", DOPPEL_VERSION, "channels", c->channels, "resolution", c->resolution,
+    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:o, s:i, s:i, s:o, s:o, s:i, s:o}", "_class_name", JUDGE_CLASS_NAME,
+                     "_doppel_version", DOPPEL_VERSION, "block_type", block_type_name(c->block_type), "channels", c->channels, "resolution", c->resolution,
                      "block_out_channels", boc, "layers_per_block", c->layers_per_block, "norm_num_groups",
                      c->norm_num_groups, "norm_eps", config_float(c->norm_eps), "dropout", config_float(c->dropout), "embedding_dim", c->embedding_dim,
                      "users", users);
@@ -80,7 +88,10 @@ int judge_config_from_json(JudgeConfig *c, const json_t *j, char *err, size_t er
                     "doppel-validator train)", json_is_string(cls) ? "\"" : "",
                     json_is_string(cls) ? json_string_value(cls) : "missing", json_is_string(cls) ? "\"" : "",
                     JUDGE_CLASS_NAME);
-    json_t *users = json_object_get(j, "users");
+    json_t *users = json_object_get(j, "users"), *bt = json_object_get(j, "block_type");
+    if (bt && !(json_is_string(bt) && (!strcmp(json_string_value(bt), "conv_bn") || !strcmp(json_string_value(bt), "resnet"))))
+        return errf(err, errlen, "config.json: block_type must be \"conv_bn\" or \"resnet\"");
+    c->block_type = bt && !strcmp(json_string_value(bt), "conv_bn") ? JUDGE_CONV_BN : JUDGE_RESNET;  // absent: older judges
     if (config_int_list(j, "block_out_channels", c->block_out_channels, &c->n_blocks, err, errlen) ||
         config_need(j, "channels", err, errlen) || config_int(j, "channels", 0, &c->channels, err, errlen) ||
         config_need(j, "resolution", err, errlen) || config_int(j, "resolution", 0, &c->resolution, err, errlen) ||
@@ -130,16 +141,26 @@ void judge_build(JudgeNet *net, const JudgeConfig *cfg) {
     ParamSet *ps = &net->ps;
     BlockConfig bc = {.temb_channels = 0, .groups = c->norm_num_groups, .eps = c->norm_eps,
                       .downsample_padding = JUDGE_DOWNSAMPLE_PADDING, .dropout = 0.0f};
-    conv2d_init(&net->conv_in, ps, "conv_in", c->channels, c->block_out_channels[0], 3, 1, 1);
     int out = c->block_out_channels[0];
-    for (int i = 0; i < c->n_blocks; i++) {
-        int in = out;
-        out = c->block_out_channels[i];
-        snprintf(name, sizeof(name), "down_blocks.%d", i);
-        down_block_init(&net->down[i], ps, name, "DownEncoderBlock2D", in, out, c->layers_per_block,
-                        i != c->n_blocks - 1, &bc);
+    if (c->block_type == JUDGE_CONV_BN) {
+        for (int i = 0, in = c->channels; i < c->n_blocks; i++, in = out) {
+            out = c->block_out_channels[i];
+            snprintf(name, sizeof(name), "blocks.%d.conv", i);
+            conv2d_init(&net->blocks[i].conv, ps, name, in, out, 3, 1, 1);
+            snprintf(name, sizeof(name), "blocks.%d.norm", i);
+            batchnorm_init(&net->blocks[i].norm, ps, name, out);
+        }
+    } else {
+        conv2d_init(&net->conv_in, ps, "conv_in", c->channels, c->block_out_channels[0], 3, 1, 1);
+        for (int i = 0; i < c->n_blocks; i++) {
+            int in = out;
+            out = c->block_out_channels[i];
+            snprintf(name, sizeof(name), "down_blocks.%d", i);
+            down_block_init(&net->down[i], ps, name, "DownEncoderBlock2D", in, out, c->layers_per_block,
+                            i != c->n_blocks - 1, &bc);
+        }
+        groupnorm_init(&net->conv_norm_out, ps, "conv_norm_out", out, c->norm_num_groups, c->norm_eps);
     }
-    groupnorm_init(&net->conv_norm_out, ps, "conv_norm_out", out, c->norm_num_groups, c->norm_eps);
     linear_init(&net->classifier, ps, "classifier", out, c->n_users);
     if (c->embedding_dim) linear_init(&net->embedding, ps, "embedding", out, c->embedding_dim);
     params_allocate(ps);
@@ -160,14 +181,38 @@ int judge_user_index(const JudgeNet *net, const char *name) {
     return -1;
 }
 
+// conv -> BatchNorm -> ReLU -> 2x2 average pool: [N, C, H, W] -> [N, OC, H/2, W/2]
+static Tensor conv_bn_forward(Ctx *ctx, ConvBnBlock *b, Tensor x) {
+    Tensor h = conv2d_layer_forward(ctx, &b->conv, x);                   // [N, OC, H, W]
+    b->n_out = batchnorm_layer_forward(ctx, &b->norm, h);
+    b->act = ctx_tensor(ctx, h.N, h.C, h.H, h.W);
+    OP(ctx, leaky_relu_forward, b->act.d, b->n_out.d, tensor_numel(h), 0.0f);  // ReLU
+    Tensor y = ctx_tensor(ctx, h.N, h.C, h.H / 2, h.W / 2);              // [N, OC, H/2, W/2]
+    OP(ctx, avgpool2x2_forward, y.d, b->act.d, h.N, h.C, h.H, h.W);
+    return y;
+}
+
+static Tensor conv_bn_backward(Ctx *ctx, ConvBnBlock *b, Tensor dy) {
+    Tensor a = b->act, da = ctx_zeros(ctx, a.N, a.C, a.H, a.W), dn = ctx_zeros(ctx, a.N, a.C, a.H, a.W);
+    OP(ctx, avgpool2x2_backward, da.d, dy.d, a.N, a.C, a.H, a.W);
+    OP(ctx, leaky_relu_backward, dn.d, da.d, b->n_out.d, tensor_numel(a), 0.0f);
+    return conv2d_layer_backward(ctx, &b->conv, batchnorm_layer_backward(ctx, &b->norm, dn));
+}
+
 float *judge_forward(Ctx *ctx, JudgeNet *net, Tensor x) {
     CHECK(ctx->ps->info == net->ps.info, "judge_forward: the context's ParamSet is not the judge's (or its mirror)");
     const JudgeConfig *c = &net->cfg;
-    Tensor h = conv2d_layer_forward(ctx, &net->conv_in, x);              // [N, C0, H, W]
-    for (int i = 0; i < c->n_blocks; i++)
-        h = down_block_forward(ctx, &net->down[i], h, NULL, NULL);      // [N, Ci, H/2^(i+1), ..] (last: no halving)
-    net->n_out = groupnorm_layer_forward(ctx, &net->conv_norm_out, h);  // [N, F, h, w]
-    net->pooled_in = silu_tensor_forward(ctx, net->n_out);              // [N, F, h, w]
+    Tensor h = x;
+    if (c->block_type == JUDGE_CONV_BN) {
+        for (int i = 0; i < c->n_blocks; i++) h = conv_bn_forward(ctx, &net->blocks[i], h);  // [N, Ci, H/2^(i+1), ..]
+        net->pooled_in = h;                                                 // [N, F, h, w]
+    } else {
+        h = conv2d_layer_forward(ctx, &net->conv_in, x);                    // [N, C0, H, W]
+        for (int i = 0; i < c->n_blocks; i++)
+            h = down_block_forward(ctx, &net->down[i], h, NULL, NULL);      // [N, Ci, H/2^(i+1), ..] (last: no halving)
+        net->n_out = groupnorm_layer_forward(ctx, &net->conv_norm_out, h);  // [N, F, h, w]
+        net->pooled_in = silu_tensor_forward(ctx, net->n_out);              // [N, F, h, w]
+    }
     int N = x.N, F = h.C;
     size_t NF = (size_t)N * F;
     net->N = N;
@@ -191,6 +236,10 @@ Tensor judge_backward(Ctx *ctx, JudgeNet *net, const float *dlogits, const float
     if (demb && net->cfg.embedding_dim) OP(ctx, accumulate, dfeat, linear_layer_backward(ctx, &net->embedding, demb), NF);
     Tensor da = ctx_zeros(ctx, a.N, a.C, a.H, a.W);                        // [N, F, h, w]
     OP(ctx, avgpool_backward, da.d, dfeat, N, F, a.H * a.W);
+    if (net->cfg.block_type == JUDGE_CONV_BN) {
+        for (int i = net->cfg.n_blocks - 1; i >= 0; i--) da = conv_bn_backward(ctx, &net->blocks[i], da);
+        return da;                                                         // [N, C, H, W]
+    }
     Tensor g = silu_tensor_backward(ctx, da, net->n_out);
     g = groupnorm_layer_backward(ctx, &net->conv_norm_out, g);
     for (int i = net->cfg.n_blocks - 1; i >= 0; i--) g = down_block_backward(ctx, &net->down[i], g, NULL, NULL);

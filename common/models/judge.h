@@ -1,9 +1,15 @@
-// judge.h: doppel-validator's user classifier ("judge"): a small ResNet over one ParamSet, built
-// from the diffusers blocks in nn/, that tells which person a spectrogram belongs to. Its pooled
-// features are the space the validator's FID/KID are measured in.
+// judge.h: doppel-validator's user classifier ("judge"): a small CNN over one ParamSet that tells
+// which person a spectrogram belongs to, with a second head that embeds spectrograms for
+// verification. Its pooled features are the space the validator's FID/KID are measured in.
 //
-// Architecture (default block_out_channels (32, 64, 128, 128), layers_per_block 1), shapes for
-// (N, 1, 64, 64) inputs and K users:
+// Two trunks (config "block_type"):
+// "conv_bn" (the default since BatchNorm's arrival; on gait10's later windows it generalises far
+// better than the group-normed ResNet: 95.8% against 85.3% in a PyTorch comparison of the two),
+// shapes for (N, 1, 64, 64) inputs, default block_out_channels (32, 64, 128, 128):
+//   blocks.i       3x3 conv (padding 1) -> BatchNorm2d -> ReLU -> 2x2 average pool
+//                  [N, 32, 32, 32] [N, 64, 16, 16] [N, 128, 8, 8] [N, 128, 4, 4]
+//   global average pool -> features                                        [N, 128]
+// "resnet" (judges written before; config without "block_type"):
 //   conv_in        3x3 conv C -> 32, padding 1                             [N, 32, 64, 64]
 //   down_blocks.0  ResnetBlock2D 32 -> 32, Downsample2D (3x3, stride 2)     [N, 32, 32, 32]
 //   down_blocks.1  ResnetBlock2D 32 -> 64, Downsample2D                     [N, 64, 16, 16]
@@ -11,21 +17,25 @@
 //   down_blocks.3  ResnetBlock2D 128 -> 128 (no downsample: the last block) [N, 128, 8, 8]
 //   conv_norm_out  GroupNorm, then SiLU (the resnets are pre-activation)    [N, 128, 8, 8]
 //   global average pool -> features                                        [N, 128]
+// Both heads, on the features:
 //   dropout p (training only), classifier: Linear 128 -> K                  [N, K] logits
 //   embedding: Linear 128 -> D on the features (before dropout)             [N, D]
 // The embedding head is the metric-learning half of the judge: trained with a batch-hard triplet
 // loss on cosine distances (ops/triplet.h) next to the classifier's cross-entropy, compared after
 // L2 normalisation (genuine/impostor verification, diversity). embedding_dim 0 (judges written
 // before the head existed) has no such head.
-// Down blocks are diffusers' DownEncoderBlock2D (resnets without a time embedding, dropout 0 inside).
+// "resnet": down blocks are diffusers' DownEncoderBlock2D (resnets without a time embedding, dropout 0 inside).
 // Every GroupNorm has norm_num_groups groups, by default min(32, smallest channel count / 4)
 // (8 for the default channels: 4 to 16 channels per group), and eps norm_eps (1e-6, as the VAE
 // encoder's blocks). Parameter names follow diffusers: "down_blocks.1.resnets.0.conv1.weight",
-// "conv_norm_out.weight", "classifier.weight" (K, 128), "embedding.weight" (D, 128).
+// "conv_norm_out.weight"; "conv_bn": torch.nn.Conv2d / BatchNorm2d names "blocks.1.conv.weight",
+// "blocks.1.norm.running_var" (the running stats are buffers: saved, never optimised); both:
+// "classifier.weight" (K, 128), "embedding.weight" (D, 128).
 //
 // A judge folder is like a diffusers model folder (io/checkpoint.h): config.json +
 // diffusion_pytorch_model.safetensors. config.json:
-//   {"_class_name": "DoppelJudge", "channels": 1, "resolution": 64, "block_out_channels": [32, 64, 128, 128],
+//   {"_class_name": "DoppelJudge", "block_type": "conv_bn", "channels": 1, "resolution": 64,
+//    "block_out_channels": [32, 64, 128, 128],
 //    "layers_per_block": 1, "norm_num_groups": 8, "norm_eps": 1e-06, "dropout": 0.1,
 //    "embedding_dim": 64, "users": ["ID_1", ...], ...}
 // plus any other keys (colormap, source, step), which are kept through load and save.
@@ -41,7 +51,10 @@
 #define JUDGE_EMBEDDING_DIM 64   // the default embedding size
 #define JUDGE_EMBEDDING_MAX 4096
 
+typedef enum { JUDGE_RESNET, JUDGE_CONV_BN } JudgeBlockType;
+
 typedef struct {
+    JudgeBlockType block_type;
     int channels, resolution;  // the images it was trained on: (channels, resolution, resolution)
     int n_blocks, block_out_channels[MAX_BLOCKS];
     int layers_per_block, norm_num_groups;
@@ -62,17 +75,24 @@ json_t *judge_config_to_json(const JudgeConfig *c);
 int judge_config_from_json(JudgeConfig *c, const json_t *j, char *err, size_t errlen);
 void judge_config_free(JudgeConfig *c);
 
+typedef struct {  // "conv_bn": conv -> BatchNorm -> ReLU -> 2x2 average pool
+    Conv2d conv;
+    BatchNorm norm;
+    Tensor n_out, act;  // saved: the norm's output (ReLU input), the ReLU output (pool input)
+} ConvBnBlock;
+
 typedef struct {
     JudgeConfig cfg;  // owns its users
     ParamSet ps;
-    Conv2d conv_in;
+    Conv2d conv_in;             // "resnet"
     DownBlock down[MAX_BLOCKS];
     GroupNorm conv_norm_out;
+    ConvBnBlock blocks[MAX_BLOCKS];  // "conv_bn"
     Linear classifier;
     Linear embedding;  // when cfg.embedding_dim > 0
     json_t *extra;    // config.json keys beyond the architecture (colormap, source, step); owned, may be NULL
     // saved by the forward for the backward
-    Tensor n_out, pooled_in;  // conv_norm_out output, SiLU output: [N, F, h, w]
+    Tensor n_out, pooled_in;  // "resnet": conv_norm_out output, SiLU output; "conv_bn": the last block's output [N, F, h, w]
     float *features;          // (N, F) pooled features, before dropout
     float *dropped;           // (N, F) after dropout (the classifier's input)
     float *drop_mask;         // (N, F)

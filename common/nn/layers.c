@@ -214,6 +214,39 @@ Tensor groupnorm_layer_backward(Ctx *ctx, GroupNorm *l, Tensor dout) {
     return dx;
 }
 
+// ---- BatchNorm2d ----
+#define BATCHNORM_EPS 1e-5f
+#define BATCHNORM_MOMENTUM 0.1f
+
+void batchnorm_init(BatchNorm *l, ParamSet *ps, const char *prefix, int C) {
+    memset(l, 0, sizeof(*l));
+    l->weight = params_declare(ps, INIT_ONES, 0, (int64_t[]){C, 0}, "%s.weight", prefix);
+    l->bias = params_declare(ps, INIT_ZEROS, 0, (int64_t[]){C, 0}, "%s.bias", prefix);
+    l->running_mean = params_declare(ps, INIT_ZEROS, 0, (int64_t[]){C, 0}, "%s.running_mean", prefix);
+    l->running_var = params_declare(ps, INIT_ONES, 0, (int64_t[]){C, 0}, "%s.running_var", prefix);
+    // buffers: their gradient stays 0, so AdamW leaves them alone once decay is off too
+    ps->info[l->running_mean].no_decay = ps->info[l->running_var].no_decay = 1;
+    l->C = C, l->eps = BATCHNORM_EPS, l->momentum = BATCHNORM_MOMENTUM;
+}
+
+Tensor batchnorm_layer_forward(Ctx *ctx, BatchNorm *l, Tensor x) {
+    CHECK(x.C == l->C, "batchnorm: input has %d channels, layer expects %d", x.C, l->C);
+    l->in = x, l->train = ctx->train;
+    l->mean = arena_floats(ctx->arena, (size_t)x.C);
+    l->rstd = arena_floats(ctx->arena, (size_t)x.C);
+    Tensor y = ctx_tensor(ctx, x.N, x.C, x.H, x.W);
+    OP(ctx, batchnorm_forward, y.d, l->mean, l->rstd, P(l->running_mean), P(l->running_var), x.d, P(l->weight),
+       P(l->bias), x.N, x.C, x.H * x.W, l->eps, l->momentum, l->train);
+    return y;
+}
+
+Tensor batchnorm_layer_backward(Ctx *ctx, BatchNorm *l, Tensor dout) {
+    Tensor x = l->in, dx = ctx_zeros(ctx, x.N, x.C, x.H, x.W);
+    OP(ctx, batchnorm_backward, dx.d, G(l->weight), G(l->bias), dout.d, x.d, P(l->weight), l->mean, l->rstd, x.N, x.C,
+       x.H * x.W, l->train);
+    return dx;
+}
+
 // ---- SiLU ----
 Tensor silu_tensor_forward(Ctx *ctx, Tensor x) {
     Tensor y = ctx_tensor(ctx, x.N, x.C, x.H, x.W);

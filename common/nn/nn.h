@@ -103,6 +103,19 @@ void groupnorm_init(GroupNorm *l, ParamSet *ps, const char *prefix, int C, int G
 Tensor groupnorm_layer_forward(Ctx *ctx, GroupNorm *l, Tensor x);
 Tensor groupnorm_layer_backward(Ctx *ctx, GroupNorm *l, Tensor dout);
 
+typedef struct {  // torch.nn.BatchNorm2d (affine, running stats; momentum 0.1, eps 1e-5)
+    int weight, bias, running_mean, running_var;  // the running stats are buffers: no gradient, no decay
+    int C;
+    float eps, momentum;
+    Tensor in;
+    float *mean, *rstd;  // (C) the statistics used (the batch's in training, the running ones in eval)
+    int train;           // the mode of the last forward
+} BatchNorm;
+void batchnorm_init(BatchNorm *l, ParamSet *ps, const char *prefix, int C);
+// training (ctx->train): batch statistics, running stats updated; eval: the running stats
+Tensor batchnorm_layer_forward(Ctx *ctx, BatchNorm *l, Tensor x);
+Tensor batchnorm_layer_backward(Ctx *ctx, BatchNorm *l, Tensor dout);
+
 // SiLU on a whole tensor; the caller keeps x for the backward
 Tensor silu_tensor_forward(Ctx *ctx, Tensor x);
 Tensor silu_tensor_backward(Ctx *ctx, Tensor dout, Tensor x);

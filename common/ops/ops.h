@@ -49,6 +49,17 @@ void groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *
                         const float *inp, const float *weight, const float *mean, const float *rstd,
                         int N, int C, int HW, int G);
 
+// ---- batch norm (torch.nn.BatchNorm2d): inp (N,C,HW), weight/bias/running stats (C) ----
+// train: statistics of this batch per channel over N x HW (biased variance for the output), the
+// running stats updated as r = (1 - momentum) r + momentum * stat (unbiased variance; skipped when
+// running_mean is NULL); eval: the running stats. mean/rstd (C) are saved for the backward, which
+// treats them as functions of the input in training and as constants in eval.
+void batchnorm_forward(float *out, float *mean, float *rstd, float *running_mean, float *running_var, const float *inp,
+                       const float *weight, const float *bias, int N, int C, int HW, float eps, float momentum,
+                       int train);
+void batchnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C, int HW, int train);
+
 // ---- SiLU: out = x * sigmoid(x) ----
 void silu_forward(float *out, const float *inp, size_t n);
 void silu_backward(float *dinp, const float *dout, const float *inp, size_t n);
@@ -107,6 +118,10 @@ void dropout_backward(float *dinp, const float *dout, const float *mask, size_t 
 // ---- global average pool: inp (N,C,HW) -> out (N,C) ----
 void avgpool_forward(float *out, const float *inp, int N, int C, int HW);
 void avgpool_backward(float *dinp, const float *dout, int N, int C, int HW);
+
+// ---- 2x2 average pool, stride 2: inp (N,C,H,W) -> out (N,C,H/2,W/2) (floor, as nn.AvgPool2d(2)) ----
+void avgpool2x2_forward(float *out, const float *inp, int N, int C, int H, int W);
+void avgpool2x2_backward(float *dinp, const float *dout, int N, int C, int H, int W);
 
 // ---- losses: forward returns the mean loss; backward adds dloss * d(loss)/d(input) ----
 float mse_forward(const float *pred, const float *target, size_t n);

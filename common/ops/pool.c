@@ -22,3 +22,33 @@ void avgpool_backward(float *dinp, const float *dout, int N, int C, int HW) {
         for (int i = 0; i < HW; i++) dx[i] += g;
     }
 }
+
+// ---- 2x2 average pooling, stride 2 (torch.nn.AvgPool2d(2): an odd last row/column is dropped) ----
+void avgpool2x2_forward(float *out, const float *inp, int N, int C, int H, int W) {
+    int OH = H / 2, OW = W / 2;
+#pragma omp parallel for schedule(static)
+    for (size_t nc = 0; nc < (size_t)N * C; nc++) {
+        const float *x = inp + nc * H * W;
+        float *y = out + nc * OH * OW;
+        for (int i = 0; i < OH; i++)
+            for (int j = 0; j < OW; j++) {
+                const float *p = x + (size_t)(2 * i) * W + 2 * j;
+                y[i * OW + j] = 0.25f * (p[0] + p[1] + p[W] + p[W + 1]);
+            }
+    }
+}
+
+void avgpool2x2_backward(float *dinp, const float *dout, int N, int C, int H, int W) {
+    int OH = H / 2, OW = W / 2;
+#pragma omp parallel for schedule(static)
+    for (size_t nc = 0; nc < (size_t)N * C; nc++) {
+        float *dx = dinp + nc * H * W;
+        const float *dy = dout + nc * OH * OW;
+        for (int i = 0; i < OH; i++)
+            for (int j = 0; j < OW; j++) {
+                float g = 0.25f * dy[i * OW + j];
+                float *p = dx + (size_t)(2 * i) * W + 2 * j;
+                p[0] += g, p[1] += g, p[W] += g, p[W + 1] += g;
+            }
+    }
+}

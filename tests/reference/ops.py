@@ -126,6 +126,22 @@ def main():
     seed(n)
     case(n, {"x": randn(2, 3, 4, 5, grad=True)}, lambda x: x.mean((2, 3)), {})
 
+    for n, train in (("op_batchnorm_train", True), ("op_batchnorm_eval", False)):
+        seed(n)
+        rm, rv = randn(5), randn(5).abs() + 0.5
+        rm0, rv0 = rm.clone(), rv.clone()
+
+        def bn(x, weight, bias, rm=rm, rv=rv, train=train):
+            y = F.batch_norm(x, rm, rv, weight, bias, training=train, momentum=0.1, eps=1e-5)
+            return y, {"running_mean_after": rm, "running_var_after": rv}
+        case(n, {"x": (randn(3, 5, 4, 3) * 2 + 1).requires_grad_(), "weight": randn(5, grad=True),
+                 "bias": randn(5, grad=True)}, bn, {"eps": 1e-5, "momentum": 0.1, "train": train},
+             extra={"running_mean": rm0, "running_var": rv0})
+
+    n = "op_avgpool2x2"
+    seed(n)
+    case(n, {"x": randn(2, 3, 5, 7, grad=True)}, lambda x: F.avg_pool2d(x, 2), {})
+
     n = "op_mse"
     seed(n)
     pred = randn(2, 3, 4, 4, grad=True)
