@@ -52,7 +52,7 @@ if [ ! -f "$JUDGE/config.json" ]; then
     P=$(free_port)
     bg "$BIN/doppel-loader" --data "$DATA" --resolution "$RES" --split train --shuffle --forever --augment --seed 2 \
         --batch 32 --out "@tcp://127.0.0.1:$P" 2>"$OUT/loader-judge.log"
-    "$BIN/doppel-validator" train --in ">tcp://127.0.0.1:$P" --judge "$JUDGE" --steps "$JSTEPS" --augment --lr 3e-3 \
+    "$BIN/doppel-validator" train --in ">tcp://127.0.0.1:$P" --judge "$JUDGE" --steps "$JSTEPS" --augment \
         --timeout 120 >/dev/null
     cleanup; PIDS=()
 fi
