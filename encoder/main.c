@@ -44,6 +44,13 @@ static const char *USAGE =
     "       [--weight-decay 0.01] [--clip 1.0] [--ema DECAY (off)] [--save-every K (500)] [--resume]\n"
     "       [--metrics FILE (DIR/metrics.jsonl)] [--seed S] [--threads N] [--stop-at K]\n"
     "       (--stop-at: checkpoint and stop after step K, keeping the schedule of --steps)\n"
+    "       [--init-from VAE] start from a trained VAE's weights (a fresh optimizer and step count;\n"
+    "       checkpoints go to --vae DIR)   [--decoder-only] train the decoder alone (needs --init-from\n"
+    "       or --resume): the encoder, and so the latents and a diffusion model trained on them, stay\n"
+    "       as they are, and so does the scaling factor\n"
+    "       [--perceptual-judge JUDGE] [--perceptual-weight W (1.0)] a feature reconstruction term in a\n"
+    "       doppel-validator judge's space (conv_bn judges): sum over its blocks of the mean squared\n"
+    "       feature difference between reconstruction and input. Score with another judge.\n"
     "       [--disc-weight W (0: off)] [--disc-start N (steps/2)] [--disc-adaptive] [--disc-lr LR]\n"
     "       a patch discriminator (hinge loss) from step N, as Stable Diffusion's autoencoder training;\n"
     "       its weights and optimizer state live in DIR/discriminator/\n"
@@ -58,16 +65,16 @@ static const char *USAGE =
     "       check on the CPU for now), --help, --version\n";
 
 typedef struct {
-    const char *in, *out, *vae, *preset, *metrics, *cache, *device;
-    int steps, warmup, accum, save_every, resume, threads, sample, mse, stop_at, disc_start, disc_adaptive;
-    double lr, kl, ssim_w, spec_w, wd, clip, ema, disc_w, disc_lr;
+    const char *in, *out, *vae, *preset, *metrics, *cache, *device, *init_from, *perc_judge;
+    int steps, warmup, accum, save_every, resume, threads, sample, mse, stop_at, disc_start, disc_adaptive, decoder_only;
+    double lr, kl, ssim_w, spec_w, wd, clip, ema, disc_w, disc_lr, perc_w;
     uint64_t seed;
     LrSchedule sched;
 } Options;
 
 static Options parse(int argc, char **argv, int train) {
     Options o = {.device = "auto", .preset = "small", .steps = 2000, .disc_start = -1, .warmup = 100, .accum = 1, .save_every = 500, .lr = 1e-4,
-                 .kl = 1e-6, .wd = 0.01, .clip = 1.0, .sched = LR_COSINE_WARMUP};
+                 .kl = 1e-6, .wd = 0.01, .clip = 1.0, .sched = LR_COSINE_WARMUP, .perc_w = 1.0};
     static const struct option opts[] = {
         {"in", 1, 0, 'i'}, {"out", 1, 0, 'o'}, {"vae", 1, 0, 'v'}, {"preset", 1, 0, 'p'}, {"steps", 1, 0, 'n'},
         {"lr", 1, 0, 'l'}, {"warmup", 1, 0, 'w'}, {"schedule", 1, 0, 'S'}, {"accum", 1, 0, 'a'}, {"loss", 1, 0, 'L'},
@@ -75,6 +82,8 @@ static Options parse(int argc, char **argv, int train) {
         {"clip", 1, 0, 'c'}, {"ema", 1, 0, 'e'}, {"save-every", 1, 0, 'K'}, {"resume", 0, 0, 'r'}, {"metrics", 1, 0, 'm'},
         {"seed", 1, 0, 'x'}, {"threads", 1, 0, 't'}, {"cache", 1, 0, 'C'}, {"sample", 0, 0, 'P'}, {"stop-at", 1, 0, 'T'}, {"disc-weight", 1, 0, 'D'}, {"disc-start", 1, 0, 'B'},
         {"disc-adaptive", 0, 0, 'A'}, {"disc-lr", 1, 0, 'R'}, {"device", 1, 0, 'G'}, {"help", 0, 0, 'h'},
+        {"init-from", 1, 0, 'I'}, {"decoder-only", 0, 0, 'O'}, {"perceptual-judge", 1, 0, 'J'},
+        {"perceptual-weight", 1, 0, 'W'},
         {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -111,6 +120,10 @@ static Options parse(int argc, char **argv, int train) {
         case 'A': o.disc_adaptive = 1; break;
         case 'R': o.disc_lr = cli_parse_double(TOOL, "--disc-lr", optarg, 0, 10); break;
         case 'G': o.device = cli_parse_device(TOOL, optarg); break;
+        case 'I': o.init_from = optarg; break;
+        case 'O': o.decoder_only = 1; break;
+        case 'J': o.perc_judge = optarg; break;
+        case 'W': o.perc_w = cli_parse_double(TOOL, "--perceptual-weight", optarg, 0, 1e6); break;
         case 'T': o.stop_at = (int)cli_parse_long(TOOL, "--stop-at", optarg, 1, 100000000); break;
         case 'h': fputs(USAGE, stdout); exit(EXIT_OK);
         case 'V': cli_print_version(TOOL); exit(EXIT_OK);
@@ -121,6 +134,8 @@ static Options parse(int argc, char **argv, int train) {
     if (!o.vae) cli_usage_error(TOOL, "--vae DIR is required");
     if (!o.in) cli_usage_error(TOOL, "--in EP is required");
     if (!train && !o.out && !o.cache) cli_usage_error(TOOL, "encode needs --out EP and/or --cache FILE");
+    if (o.decoder_only && !o.init_from && !o.resume)
+        cli_usage_error(TOOL, "--decoder-only trains a trained VAE's decoder: give --init-from VAE (or --resume)");
     if (o.threads) omp_set_num_threads(o.threads);
     return o;
 }
@@ -224,8 +239,10 @@ static int train(Options o) {
     struct stat st;
     int resuming = o.resume && stat(path, &st) == 0;
     if (o.resume && !resuming) fprintf(stderr, "doppel-encoder: --resume: no %s yet, starting fresh\n", path);
-    if (resuming) {
-        if (vae_folder_load(&v, o.vae, err, sizeof(err))) return fprintf(stderr, "doppel-encoder: %s\n", err), EXIT_RUNTIME;
+    if (resuming || o.init_from) {
+        const char *from = resuming ? o.vae : o.init_from;
+        if (vae_folder_load(&v, from, err, sizeof(err))) return fprintf(stderr, "doppel-encoder: %s\n", err), EXIT_RUNTIME;
+        if (!resuming) fprintf(stderr, "doppel-encoder: starting from the weights of %s\n", from);
     } else {
         VaeConfig c;
         if (preset_vae(o.preset, &c)) cli_usage_error(TOOL, "unknown --preset '%s' (tiny, small, seed)", o.preset);
@@ -241,6 +258,13 @@ static int train(Options o) {
     if (C != m->cfg.in_channels || H % f || W % f)
         return fprintf(stderr, "doppel-encoder: images are %dx%dx%d; the VAE takes %d channels and sides divisible by %d\n",
                        C, H, W, m->cfg.in_channels, f), EXIT_RUNTIME;
+    if (o.decoder_only) {  // frozen: no gradient and no decay, so AdamW leaves them exactly as they are
+        int frozen = 0;
+        for (int i = 0; i < m->ps.count; i++)
+            if (!strncmp(m->ps.info[i].name, "encoder.", 8) || !strncmp(m->ps.info[i].name, "quant_conv.", 11))
+                m->ps.info[i].no_decay = 1, frozen++;
+        fprintf(stderr, "doppel-encoder: decoder only: %d encoder tensors frozen\n", frozen);
+    }
     AdamW opt;
     adamw_init(&opt, &m->ps, (float)o.lr, 0.9f, 0.999f, 1e-8f, (float)o.wd);
     EmaConfig emac = ema_config_default();
@@ -295,6 +319,21 @@ static int train(Options o) {
     LossHistory hist = {0};
     int gpu = device_choose(o.device, "doppel-encoder");
     if (gpu) fprintf(stderr, "doppel-encoder: training on %s\n", cuda_device_name());
+    // the optional perceptual judge (eval mode, never trained here)
+    JudgeNet judge;
+    ParamSet judge_mirror;
+    VaeTrainExtras ex = {NULL, NULL, (float)o.perc_w, o.decoder_only};
+    if (o.perc_judge) {
+        if (judge_folder_load(&judge, o.perc_judge, err, sizeof(err))) return fprintf(stderr, "doppel-encoder: %s\n", err), EXIT_RUNTIME;
+        if (judge.cfg.block_type != JUDGE_CONV_BN || judge.cfg.channels != C || judge.cfg.resolution != H || H != W)
+            return fprintf(stderr, "doppel-encoder: the perceptual judge %s is a %s judge for %dx%dx%d images; the term needs a "
+                           "conv_bn judge for these %dx%dx%d images\n", o.perc_judge,
+                           judge.cfg.block_type == JUDGE_CONV_BN ? "conv_bn" : "resnet", judge.cfg.channels,
+                           judge.cfg.resolution, judge.cfg.resolution, C, H, W), EXIT_RUNTIME;
+        ex.judge = &judge, ex.judge_ps = &judge.ps;
+        if (gpu) cuda_params_mirror(&judge_mirror, &judge.ps), ex.judge_ps = &judge_mirror;
+        fprintf(stderr, "doppel-encoder: perceptual term in the features of %s (weight %g)\n", o.perc_judge, o.perc_w);
+    }
     Compute cp;
     compute_init(&cp, &m->ps, &rng, gpu);
     if (gpu && o.disc_w > 0) patch_disc_to_gpu(&disc);  // D's parameters and AdamW moments on the GPU too
@@ -321,7 +360,7 @@ static int train(Options o) {
             arena_reset(&cp.arena);
             Tensor x = image_tensor(ctx, img);
             TrainLosses l;
-            Tensor mom = vae_train_step_disc(ctx, m, x, &lc, o.disc_w > 0 ? &dc : NULL, opt.step, 1.0f / o.accum, &l);
+            Tensor mom = vae_train_step_extras(ctx, m, x, &lc, o.disc_w > 0 ? &dc : NULL, &ex, opt.step, 1.0f / o.accum, &l);
             train_losses_add(&sum, &l, 1.0f / o.accum);
             if (opt.step >= scale_from) {
                 Tensor mh = mom;
@@ -357,13 +396,14 @@ static int train(Options o) {
                 char line[512];
                 snprintf(line, sizeof(line),
                          "{\"step\":%lld,\"loss\":%.6g,\"rec\":%.6g,\"kl\":%.6g,\"ssim\":%.6g,\"spectral\":%.6g,"
-                         "\"g_loss\":%.6g,\"d_loss\":%.6g,\"g_weight\":%.6g,\"grad_norm\":%.6g,\"lr\":%.6g}",
-                         (long long)opt.step, sum.total, sum.rec, sum.kl, sum.ssim, sum.spectral, sum.g_loss, sum.d_loss,
-                         sum.g_weight, norm, lr);
+                         "\"perceptual\":%.6g,\"g_loss\":%.6g,\"d_loss\":%.6g,\"g_weight\":%.6g,\"grad_norm\":%.6g,\"lr\":%.6g}",
+                         (long long)opt.step, sum.total, sum.rec, sum.kl, sum.ssim, sum.spectral, sum.perceptual, sum.g_loss,
+                         sum.d_loss, sum.g_weight, norm, lr);
                 metrics_write(ml, line);
             }
             char extra[96];
-            snprintf(extra, sizeof(extra), "loss %.4f rec %.4f", sum.total, sum.rec);
+            if (o.perc_judge) snprintf(extra, sizeof(extra), "loss %.4f rec %.4f perc %.4f", sum.total, sum.rec, sum.perceptual);
+            else snprintf(extra, sizeof(extra), "loss %.4f rec %.4f", sum.total, sum.rec);
             progress_update(&p, opt.step, extra);
         }
         if (opt.step % o.save_every == 0 || opt.step == stop) {
@@ -382,7 +422,10 @@ static int train(Options o) {
         }
     }
     progress_finish(&p, NULL);
-    if (zn > 1) {  // the scaling factor diffusers multiplies latents by: 1 / std
+    if (o.decoder_only) {
+        fprintf(stderr, "doppel-encoder: decoder only: scaling_factor stays %.5f (the encoder did not change)\n",
+                m->cfg.scaling_factor);
+    } else if (zn > 1) {  // the scaling factor diffusers multiplies latents by: 1 / std
         double mean = zsum / zn, var = zsq / zn - mean * mean;
         m->cfg.scaling_factor = var > 0 ? (float)(1.0 / sqrt(var)) : 1.0f;
         fprintf(stderr, "doppel-encoder: latent std %.4f over %.0f values -> scaling_factor %.5f\n", sqrt(var > 0 ? var : 0),
@@ -409,6 +452,10 @@ static int train(Options o) {
     zsock_term();
     free(momh);
     compute_free(&cp);
+    if (o.perc_judge) {
+        if (gpu) cuda_params_free(&judge_mirror);
+        judge_free(&judge);
+    }
     vae_folder_free(&v);
     return rc;
 }

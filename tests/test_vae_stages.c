@@ -1,7 +1,9 @@
 // test_vae_stages.c: the VAE stages as processes: doppel-encoder train on a loader stream writes a
 // diffusers folder, a loss curve and metrics; stopping at step k and resuming gives the same
 // weights as an uninterrupted run; loader -> encoder encode -> decoder over ZeroMQ equals the
-// in-process encode/decode bit for bit; --cache holds every latent with its label and seed.
+// in-process encode/decode bit for bit; --cache holds every latent with its label and seed;
+// --init-from --decoder-only with a perceptual judge changes the decoder alone (the encoder's
+// tensors and the scaling factor stay byte for byte).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 #include "check.h"
 #include "data/dataset.h"
 #include "io/safetensors.h"
+#include "models/judge.h"
 #include "models/vae_folder.h"
 #include "net/zsock.h"
 #include "proc.h"
@@ -169,6 +172,63 @@ static void test_pipeline_bit_exact(void) {
     vae_folder_free(&v);
 }
 
+// a trained VAE's decoder fine-tuned with a judge's perceptual term: the encoder is untouched
+static void test_decoder_only_perceptual(void) {
+    const char *from = "build/test-out/vae_a", *vae = "build/test-out/vae_dec", *jdir = "build/test-out/perc_judge";
+    VaeFolder a, b;
+    char err[512], *log;
+    if (vae_folder_load(&a, from, err, sizeof(err))) {
+        tl_fail(__FILE__, __LINE__, "needs the folder from test_train_and_resume: %s", err);
+        return;
+    }
+    // a random conv_bn judge for the tiny preset's 1x32x32 images (its features are a fixed random
+    // CNN's: enough to check the plumbing)
+    JudgeConfig jc;
+    judge_config_default(&jc, 1, 32, 3, (char *[]){"ID_1", "ID_2", "ID_3"});
+    jc.n_blocks = 2, jc.block_out_channels[0] = 8, jc.block_out_channels[1] = 16;
+    jc.norm_num_groups = judge_default_groups(jc.block_out_channels, 2);
+    JudgeNet j;
+    judge_build(&j, &jc);
+    Rng rng;
+    rng_seed(&rng, 3);
+    judge_init(&j, &rng);
+    EXPECT(judge_folder_save(&j, jdir, err, sizeof(err)) == 0, "%s", err);
+    judge_free(&j);
+    EXPECT(system("rm -rf build/test-out/vae_dec") == 0, "rm");
+    int rc = run_train(vae, (const char *[]){"--steps", "3", "--init-from", from, "--decoder-only", "--perceptual-judge", jdir,
+                                             "--perceptual-weight", "0.5", NULL},
+                       &log);
+    EXPECT(rc == 0 && strstr(log, "encoder tensors frozen") && strstr(log, "perceptual term"), "rc %d\n%s", rc, log);
+    free(log);
+    if (!tl_current_failed() && vae_folder_load(&b, vae, err, sizeof(err)) == 0) {
+        const ParamSet *pa = &a.model.ps, *pb = &b.model.ps;
+        int enc_same = 1, dec_changed = 0;
+        for (int i = 0; i < pa->count; i++) {
+            const ParamInfo *in = &pa->info[i];
+            int same = !memcmp(pa->data + in->offset, pb->data + pb->info[i].offset, in->numel * sizeof(float));
+            if (!strncmp(in->name, "encoder.", 8) || !strncmp(in->name, "quant_conv.", 11)) enc_same &= same;
+            else dec_changed |= !same;
+        }
+        EXPECT(enc_same, "an encoder tensor changed in decoder-only training");
+        EXPECT(dec_changed, "no decoder tensor changed");
+        EXPECT(a.model.cfg.scaling_factor == b.model.cfg.scaling_factor, "scaling factor %g -> %g",
+               (double)a.model.cfg.scaling_factor, (double)b.model.cfg.scaling_factor);
+        size_t mlen = 0;
+        char *m = (char *)tl_read_file("build/test-out/vae_dec/metrics.jsonl", &mlen);
+        EXPECT(m && strstr(m, "\"perceptual\":") && !strstr(m, "\"perceptual\":0,"), "perceptual term logged:\n%s",
+               m ? m : "(none)");
+        free(m);
+        vae_folder_free(&b);
+    }
+    vae_folder_free(&a);
+    // refused: decoder-only from nothing; a judge for other images
+    char *out;
+    rc = proc_run((const char *[]){"doppel-encoder", "train", "--in", ">tcp://127.0.0.1:1", "--vae", vae, "--decoder-only", NULL},
+                  10, &out, &log);
+    EXPECT(rc == 2 && strstr(log, "--init-from"), "decoder-only without a VAE: rc %d: %s", rc, log);
+    free(out), free(log);
+}
+
 static void test_encoder_cli(void) {
     char *out, *err;
     int rc = proc_run((const char *[]){"doppel-encoder", "--help", NULL}, 10, &out, &err);
@@ -188,5 +248,6 @@ int main(void) {
     RUN(test_encoder_cli);
     RUN(test_train_and_resume);
     RUN(test_pipeline_bit_exact);
+    RUN(test_decoder_only_perceptual);
     return tl_finish();
 }

@@ -62,8 +62,9 @@ unsigned char *tl_read_file(const char *path, size_t *n) {
     fseek(f, 0, SEEK_END);
     *n = (size_t)ftell(f);
     fseek(f, 0, SEEK_SET);
-    unsigned char *b = xmalloc(*n ? *n : 1);
+    unsigned char *b = xmalloc(*n + 1);
     if (fread(b, 1, *n, f) != *n) *n = 0;
+    b[*n] = 0;  // text files can be searched with strstr
     fclose(f);
     return b;
 }

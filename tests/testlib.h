@@ -44,7 +44,7 @@ int fd_check(const char *what, float *x, const float *analytic, size_t n, FdLoss
 const char *tl_scratch_dir(void);
 char *tl_scratch_path(const char *name);        // scratch_dir/name (8 rotating buffers)
 int tl_count_tmp_files(const char *dir);        // files named *.tmp.* (left by atomic writes)
-unsigned char *tl_read_file(const char *path, size_t *n);  // malloc'd contents, NULL if unreadable
+unsigned char *tl_read_file(const char *path, size_t *n);  // malloc'd contents + a NUL, NULL if unreadable
 
 // deterministic test data
 void fill_randn(float *x, size_t n, unsigned long long seed, float std);

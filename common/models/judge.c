@@ -246,6 +246,25 @@ Tensor judge_backward(Ctx *ctx, JudgeNet *net, const float *dlogits, const float
     return conv2d_layer_backward(ctx, &net->conv_in, g);                   // [N, C, H, W]
 }
 
+int judge_block_outputs(Ctx *ctx, JudgeNet *net, Tensor x, Tensor *outs) {
+    CHECK(net->cfg.block_type == JUDGE_CONV_BN, "judge_block_outputs: a conv_bn judge is needed (this one is resnet)");
+    CHECK(ctx->ps->info == net->ps.info, "judge_block_outputs: the context's ParamSet is not the judge's (or its mirror)");
+    Tensor h = x;
+    for (int i = 0; i < net->cfg.n_blocks; i++) outs[i] = h = conv_bn_forward(ctx, &net->blocks[i], h);
+    return net->cfg.n_blocks;
+}
+
+Tensor judge_block_outputs_backward(Ctx *ctx, JudgeNet *net, const Tensor *douts) {
+    CHECK(ctx->ps->info == net->ps.info, "judge_block_outputs_backward: the context's ParamSet is not the judge's");
+    int L = net->cfg.n_blocks;
+    Tensor last = net->blocks[L - 1].act, g = ctx_zeros(ctx, last.N, last.C, last.H / 2, last.W / 2);
+    for (int i = L - 1; i >= 0; i--) {
+        if (douts[i].d) OP(ctx, accumulate, g.d, douts[i].d, tensor_numel(g));
+        g = conv_bn_backward(ctx, &net->blocks[i], g);  // block i's input gradient = block i-1's output gradient
+    }
+    return g;
+}
+
 // ---- folders ----
 int judge_folder_load(JudgeNet *net, const char *dir, char *err, size_t errlen) {
     memset(net, 0, sizeof(*net));

@@ -116,6 +116,13 @@ float *judge_forward(Ctx *ctx, JudgeNet *net, Tensor x);
 // memory); adds into net->ps.grad
 Tensor judge_backward(Ctx *ctx, JudgeNet *net, const float *dlogits, const float *demb);
 
+// The trunk's block outputs as a perceptual feature space ("conv_bn" judges only): outs[i] (arena
+// memory) is block i's output [N, C_i, H/2^(i+1), W/2^(i+1)]; returns the number of blocks. The
+// backward takes a gradient for every output (douts[i].d NULL: none) and returns dx [N, C, H, W];
+// it adds into net->ps.grad like judge_backward (callers that only want dx discard those).
+int judge_block_outputs(Ctx *ctx, JudgeNet *net, Tensor x, Tensor *outs);
+Tensor judge_block_outputs_backward(Ctx *ctx, JudgeNet *net, const Tensor *douts);
+
 // Builds the judge from DIR/config.json and loads DIR/diffusion_pytorch_model.safetensors. Errors
 // name the folder and the problem: a missing file, another model class, an unusable config,
 // tensors that do not match the config (missing, unexpected, wrong shape).

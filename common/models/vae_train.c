@@ -8,6 +8,7 @@
 #include "../check.h"
 #include "../ops/activations.h"
 #include "../ops/losses2.h"
+#include "../cuda/cuda.h"
 #include "../plot/plot.h"
 
 // ||d(loss)/d(l.weight)|| for the output gradient dout of conv layer l (its saved input, the
@@ -56,12 +57,45 @@ static void adversarial_terms(Ctx *ctx, AutoencoderKL *m, Tensor x, Tensor y, Te
     out->d_loss = patch_disc_train_step(ctx, D, dc->disc_opt, dc->disc_lr, dc->disc_max_norm, x, y);
 }
 
+// the judge-feature term into dy: sum_i mean((phi_i(y) - phi_i(x))^2), the judge in eval mode
+static void perceptual_term(Ctx *ctx, const VaeTrainExtras *ex, Tensor x, Tensor y, Tensor dy, float scale,
+                            TrainLosses *out) {
+    JudgeNet *j = ex->judge;
+    CHECK(x.C == j->cfg.channels && x.H == j->cfg.resolution && x.W == j->cfg.resolution,
+          "perceptual term: images are %dx%dx%d, the judge takes %dx%dx%d", x.C, x.H, x.W, j->cfg.channels,
+          j->cfg.resolution, j->cfg.resolution);
+    ParamSet *caller = ctx->ps;
+    int train = ctx->train;
+    ctx->ps = ex->judge_ps, ctx->train = 0;
+    Tensor fx[MAX_BLOCKS], fy[MAX_BLOCKS], dfy[MAX_BLOCKS];
+    int L = judge_block_outputs(ctx, j, x, fx);
+    judge_block_outputs(ctx, j, y, fy);                    // the judge keeps this pass for the backward
+    out->perceptual = 0;
+    for (int i = 0; i < L; i++) {
+        size_t n = tensor_numel(fy[i]);
+        out->perceptual += OP(ctx, mse_forward, fy[i].d, fx[i].d, n);
+        dfy[i] = ctx_zeros(ctx, fy[i].N, fy[i].C, fy[i].H, fy[i].W);
+        OP(ctx, mse_backward, dfy[i].d, fy[i].d, fx[i].d, n, scale * ex->perceptual_weight);
+    }
+    Tensor dimg = judge_block_outputs_backward(ctx, j, dfy);  // [N, C, H, W]
+    OP(ctx, accumulate, dy.d, dimg.d, tensor_numel(dy));
+    if (ctx->cuda) cuda_zero(ex->judge_ps->grad, j->ps.total * sizeof(float));  // the judge does not learn
+    else params_zero_grad(&j->ps);
+    ctx->ps = caller, ctx->train = train;
+    out->total += ex->perceptual_weight * out->perceptual;
+}
+
 Tensor vae_train_step(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfig *lc, float scale, TrainLosses *out) {
-    return vae_train_step_disc(ctx, m, x, lc, NULL, 0, scale, out);
+    return vae_train_step_extras(ctx, m, x, lc, NULL, NULL, 0, scale, out);
 }
 
 Tensor vae_train_step_disc(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfig *lc, const DiscLossConfig *dc,
                            int64_t step, float scale, TrainLosses *out) {
+    return vae_train_step_extras(ctx, m, x, lc, dc, NULL, step, scale, out);
+}
+
+Tensor vae_train_step_extras(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfig *lc, const DiscLossConfig *dc,
+                             const VaeTrainExtras *ex, int64_t step, float scale, TrainLosses *out) {
     int L = m->cfg.latent_channels;
     Tensor mom = vae_encode(ctx, m, x);                   // [N, 2L, h, w]
     int N = mom.N, HW = mom.H * mom.W;
@@ -95,11 +129,13 @@ Tensor vae_train_step_disc(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLoss
         OP(ctx, spectral_loss_backward, dy.d, cache, y.d, x.d, y.N, y.C, y.H, y.W, scale * lc->spectral_weight);
         out->total += lc->spectral_weight * out->spectral;
     }
+    if (ex && ex->judge && ex->perceptual_weight > 0) perceptual_term(ctx, ex, x, y, dy, scale, out);
     if (dc && dc->disc && step >= dc->disc_start) adversarial_terms(ctx, m, x, y, dy, dc, scale, out);
     Tensor dz = vae_decode_backward(ctx, m, dy);
+    out->kl = OP(ctx, kl_forward, NULL, mom.d, N, L, HW);
+    if (ex && ex->decoder_only) return mom;  // the encoder is frozen: no gradient reaches it
     Tensor dmom = ctx_zeros(ctx, mom.N, mom.C, mom.H, mom.W);
     OP(ctx, gaussian_sample_backward, dmom.d, dz.d, mom.d, eps.d, N, L, HW);
-    out->kl = OP(ctx, kl_forward, NULL, mom.d, N, L, HW);
     if (lc->kl_weight > 0) OP(ctx, kl_backward, dmom.d, mom.d, N, L, HW, scale * lc->kl_weight);
     out->total += lc->kl_weight * out->kl;
     vae_encode_backward(ctx, m, dmom);
@@ -108,7 +144,7 @@ Tensor vae_train_step_disc(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLoss
 
 void train_losses_add(TrainLosses *s, const TrainLosses *l, float w) {
     s->total += w * l->total, s->rec += w * l->rec, s->kl += w * l->kl;
-    s->ssim += w * l->ssim, s->spectral += w * l->spectral;
+    s->ssim += w * l->ssim, s->spectral += w * l->spectral, s->perceptual += w * l->perceptual;
     s->g_loss += w * l->g_loss, s->d_loss += w * l->d_loss, s->g_weight += w * l->g_weight;
 }
 

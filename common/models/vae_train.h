@@ -17,6 +17,7 @@
 
 #include "../optim/adamw.h"
 #include "models.h"
+#include "judge.h"
 #include "patch_disc.h"
 
 typedef struct {
@@ -36,8 +37,22 @@ typedef struct {
     int64_t disc_start;        // first optimizer step with the adversarial term and D training
 } DiscLossConfig;
 
+// What the trainer adds beyond the losses above: a perceptual term in a judge's feature space
+// (models/judge.h, a conv_bn judge trained on real spectrograms of the same people, run in eval
+// mode): perceptual = sum over the judge's blocks of mean((phi_i(recon) - phi_i(x))^2), a feature
+// reconstruction loss as Johnson et al. 2016 with the judge in VGG's place; and decoder-only
+// training (the encoder and quant_conv get no gradient: Stable Diffusion's fine-tuned decoders,
+// which keep the latent space, and so a diffusion model trained on it, unchanged).
+typedef struct {
+    JudgeNet *judge;         // NULL: no perceptual term
+    ParamSet *judge_ps;      // the judge's parameters as the context computes with them (&judge->ps or a device mirror)
+    float perceptual_weight;
+    int decoder_only;
+} VaeTrainExtras;
+
 typedef struct {
     float total, rec, kl, ssim, spectral;  // unweighted terms (ssim: 1 - SSIM); total is weighted
+    float perceptual;                      // unweighted; 0 when off
     float g_loss, d_loss;                  // generator -mean(D(recon)); D's hinge loss (not in total)
     float g_weight;                        // the weight g entered total with (0 while D is off)
 } TrainLosses;
@@ -51,6 +66,9 @@ Tensor vae_train_step(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfi
 // micro-step belongs to (the VAE optimizer's opt.step before its update).
 Tensor vae_train_step_disc(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfig *lc, const DiscLossConfig *dc,
                            int64_t step, float scale, TrainLosses *out);
+// ... and with the extras (NULL: none)
+Tensor vae_train_step_extras(Ctx *ctx, AutoencoderKL *m, Tensor x, const TrainLossConfig *lc, const DiscLossConfig *dc,
+                             const VaeTrainExtras *ex, int64_t step, float scale, TrainLosses *out);
 void train_losses_add(TrainLosses *sum, const TrainLosses *l, float w);
 // running sums of the posterior means (the latents encode sends), for the scaling factor
 void latent_stats_add(Tensor moments, int latent_channels, double *sum, double *sumsq, double *n);
