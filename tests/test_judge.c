@@ -123,6 +123,59 @@ static void test_judge_gradients(void) {
     fd_case(1, JUDGE_RESNET);
 }
 
+// the block outputs as a perceptual feature space: dx by finite differences (eval mode)
+typedef struct {
+    JudgeNet *net;
+    Ctx *ctx;
+    Tensor x;
+    float *r[2];  // random weights on the two block outputs
+} BlockCase;
+
+static double block_loss(void *p) {
+    BlockCase *c = p;
+    arena_reset(c->ctx->arena);
+    Tensor x = ctx_tensor(c->ctx, c->x.N, c->x.C, c->x.H, c->x.W), outs[MAX_BLOCKS];
+    memcpy(x.d, c->x.d, tensor_numel(x) * sizeof(float));
+    judge_block_outputs(c->ctx, c->net, x, outs);
+    return dot_f64(outs[0].d, c->r[0], tensor_numel(outs[0])) + dot_f64(outs[1].d, c->r[1], tensor_numel(outs[1]));
+}
+
+static void test_judge_block_outputs(void) {
+    JudgeConfig cfg;
+    tiny_config(&cfg, 8, (int[]){4, 8}, 2);
+    JudgeNet net;
+    judge_build(&net, &cfg);
+    Rng rng;
+    rng_seed(&rng, 21);
+    judge_init(&net, &rng);
+    for (size_t i = 0; i < net.ps.total; i++) net.ps.data[i] += 0.05f * rng_normal(&rng);  // running stats too
+    Arena arena;
+    arena_init(&arena, 0);
+    Ctx ctx;
+    ctx_init(&ctx, &net.ps, &arena, &rng);
+    ctx.train = 0;
+    size_t nx = 2 * 8 * 8;
+    float *x = xmalloc(nx * sizeof(float)), *r0 = xmalloc(2 * 4 * 16 * sizeof(float)), *r1 = xmalloc(2 * 8 * 4 * sizeof(float));
+    fill_randn(x, nx, 31, 1.0f), fill_randn(r0, 2 * 4 * 16, 32, 1.0f), fill_randn(r1, 2 * 8 * 4, 33, 1.0f);
+    BlockCase c = {&net, &ctx, {x, 2, 1, 8, 8}, {r0, r1}};
+    block_loss(&c);
+    Tensor outs[MAX_BLOCKS], douts[MAX_BLOCKS];
+    Tensor xt = ctx_tensor(&ctx, 2, 1, 8, 8);
+    memcpy(xt.d, x, nx * sizeof(float));
+    EXPECT(judge_block_outputs(&ctx, &net, xt, outs) == 2 && outs[0].C == 4 && outs[0].H == 4 && outs[1].C == 8 &&
+               outs[1].H == 2,
+           "block outputs [%d, %d, %d] [%d, %d, %d]", outs[0].C, outs[0].H, outs[0].W, outs[1].C, outs[1].H, outs[1].W);
+    douts[0] = tensor_like(outs[0], r0), douts[1] = tensor_like(outs[1], r1);
+    Tensor dx = judge_block_outputs_backward(&ctx, &net, douts);
+    float *an = xmalloc(nx * sizeof(float));
+    memcpy(an, dx.d, nx * sizeof(float));
+    fd_check("judge block outputs dx", x, an, nx, block_loss, &c, 40, FD_EPS, FD_TOL);
+    free(x), free(r0), free(r1), free(an);
+    ctx_free(&ctx);
+    arena_free(&arena);
+    judge_free(&net);
+}
+
 static void test_judge_architecture(void) {
     JudgeConfig cfg;
     judge_config_default(&cfg, 1, 64, 10, (char *[]){"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"});
@@ -473,6 +526,7 @@ int main(void) {
     omp_set_num_threads(1);  // small problems: threads only contend on a busy 2-core machine
     RUN(test_judge_architecture);
     RUN(test_judge_gradients);
+    RUN(test_judge_block_outputs);
     RUN(test_judge_learns);
     RUN(test_judge_folder);
     RUN(test_validator_cli);
