@@ -12,6 +12,7 @@
 #include <zmq.h>
 
 #include "check.h"
+#include "cli/cli.h"
 #include "image/image.h"
 #include "models/vae_folder.h"
 #include "net/zsock.h"
@@ -95,13 +96,40 @@ static void send_end(void *push, uint64_t seq, uint64_t total) {
     frame_release(&f);
 }
 
-// a subscriber connected (handshake done) to the decoder's publisher, once the decoder is up
+// a subscriber connected (handshake done) to the decoder's publisher, once the decoder is up. The
+// handshake monitor is attached and read from before the SUB connects: zsock_open + zsock_wait_peers
+// would attach it after, and a handshake that completes at once would go unseen (a 20 s wait and a
+// spurious failure, seen twice on a loaded machine).
 static void *subscribe(int port) {
-    char conn[64], err[512];
-    ep(conn, sizeof(conn), ">", port);
-    void *sub = zsock_open(ZMQ_SUB, conn, 0, err, sizeof(err));
-    EXPECT(sub, "SUB: %s", err);
-    if (sub) EXPECT(zsock_wait_peers(sub, 1, 20000) == 0, "the SUB did not connect to the decoder's --pub");
+    char addr[64], mon_ep[64];
+    snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%d", port);
+    snprintf(mon_ep, sizeof(mon_ep), "inproc://test-decoder-sub-%d", port);
+    void *sub = zmq_socket(zsock_context(), ZMQ_SUB), *mon = zmq_socket(zsock_context(), ZMQ_PAIR);
+    int linger = 0;
+    zmq_setsockopt(sub, ZMQ_LINGER, &linger, sizeof(linger));
+    zmq_setsockopt(mon, ZMQ_LINGER, &linger, sizeof(linger));
+    EXPECT(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0) == 0 &&
+               zmq_socket_monitor(sub, mon_ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0 && zmq_connect(mon, mon_ep) == 0 &&
+               zmq_connect(sub, addr) == 0,
+           "SUB setup: %s", zmq_strerror(errno));
+    int connected = 0;
+    double end = cli_now() + 20;
+    while (!connected && cli_now() < end) {
+        zmq_pollitem_t it = {mon, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 100) <= 0) continue;
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, mon, 0) >= 6) {
+            uint16_t ev;
+            memcpy(&ev, zmq_msg_data(&m), 2);
+            connected = ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
+        }
+        while (zmq_msg_more(&m)) zmq_msg_close(&m), zmq_msg_init(&m), zmq_msg_recv(&m, mon, 0);
+        zmq_msg_close(&m);
+    }
+    zmq_socket_monitor(sub, NULL, 0);
+    zmq_close(mon);
+    EXPECT(connected, "the SUB did not connect to the decoder's --pub");
     usleep(1000000);  // the subscription travels right after the handshake; give it time to land (ASan/loaded CI: 200 ms lost it once)
     return sub;
 }
