@@ -61,8 +61,8 @@ static const char *USAGE =
     "       latent = (posterior mean, or a sample with --sample) * scaling_factor; labels, seeds and\n"
     "       meta pass through; --cache writes every latent + label + seed to one safetensors file.\n"
     "check: --vae DIR --in EP --report DIR   (PSNR, SSIM, L1 per user; latent stats; a grid)\n"
-    "common: --device cpu|cuda|auto (auto: the GPU when there is one; encode runs there, train and\n"
-    "       check on the CPU for now), --help, --version\n";
+    "common: --device cpu|cuda|auto (auto: the GPU when there is one; train, encode and check run\n"
+    "       there), --help, --version\n";
 
 typedef struct {
     const char *in, *out, *vae, *preset, *metrics, *cache, *device, *init_from, *perc_judge;
