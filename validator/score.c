@@ -238,8 +238,21 @@ static double feat_dist(const float *x, const float *y, int F) {
     return sqrt(s);
 }
 
-// mean pairwise feature distance within each user's images, averaged over users
-static double within_user_spread(const JudgedSet *s) {
+// distances between images i and j of a set: of their pooled features (Euclidean), of their
+// embeddings (cosine distance; they are L2-normalised)
+typedef double (*PairDist)(const JudgedSet *s, int i, int j);
+static double feature_dist(const JudgedSet *s, int i, int j) {
+    return feat_dist(s->feat + (size_t)i * s->F, s->feat + (size_t)j * s->F, s->F);
+}
+static double embedding_dist(const JudgedSet *s, int i, int j) {
+    const float *a = s->emb + (size_t)i * s->D, *b = s->emb + (size_t)j * s->D;
+    double dot = 0;
+    for (int d = 0; d < s->D; d++) dot += (double)a[d] * b[d];
+    return 1.0 - dot;
+}
+
+// mean pairwise distance within each user's images, averaged over users with 2+ images
+static double within_user_spread(const JudgedSet *s, PairDist dist) {
     double total = 0;
     int users = 0;
     for (int u = 0; u < s->K; u++) {
@@ -248,7 +261,7 @@ static double within_user_spread(const JudgedSet *s) {
         if (n >= 2) {
             double sum = 0;
             for (int i = 0; i < n; i++)
-                for (int j = i + 1; j < n; j++) sum += feat_dist(s->feat + (size_t)idx[i] * s->F, s->feat + (size_t)idx[j] * s->F, s->F);
+                for (int j = i + 1; j < n; j++) sum += dist(s, idx[i], idx[j]);
             total += sum / (0.5 * n * (n - 1)), users++;
         }
         free(idx);
@@ -274,13 +287,13 @@ static double *nearest(const JudgedSet *q, const JudgedSet *r) {
 // each generated one, against the nearest real image of each held-out real one: a generated sample
 // closer than the 5th percentile of those is "closer to a training image than held-out data gets")
 static json_t *diversity(const JudgedSet *real, const JudgedSet *gen, const JudgedSet *val) {
-    double sr = within_user_spread(real), sg = within_user_spread(gen);
+    double sr = within_user_spread(real, feature_dist), sg = within_user_spread(gen, feature_dist);
     double *dg = nearest(gen, real);
     qsort(dg, (size_t)gen->n, sizeof(double), cmp_dbl);
     json_t *j = json_pack("{s:f, s:f, s:f, s:f}", "spread_real", sr, "spread_generated", sg, "spread_ratio", sg / sr,
                           "nearest_real_median", dg[gen->n / 2]);
     if (real->D) {  // the same in the embedding space (cosine distance)
-        double er = embedding_spread(real), eg = embedding_spread(gen);
+        double er = within_user_spread(real, embedding_dist), eg = within_user_spread(gen, embedding_dist);
         json_object_set_new(j, "embedding_spread_real", json_real(er));
         json_object_set_new(j, "embedding_spread_generated", json_real(eg));
         json_object_set_new(j, "embedding_spread_ratio", json_real(eg / er));

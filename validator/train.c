@@ -66,7 +66,8 @@ static const char *USAGE =
     "exit status: 0 done, 1 runtime error (stream, folder, non-finite training), 2 usage\n";
 
 typedef struct {
-    const char *in, *val, *judge, *metrics, *device, *block_type;
+    const char *in, *val, *judge, *metrics, *device;
+    JudgeBlockType block_type;
     int steps, warmup, save_every, augment, timeout_s, threads, n_blocks, boc[MAX_BLOCKS], gpu, emb_dim;
     double lr, wd, clip, dropout, triplet_weight, margin;
     uint64_t seed;
@@ -86,7 +87,7 @@ static void parse_channels(const char *s, Options *o) {
 }
 
 static Options parse(int argc, char **argv) {
-    Options o = {.device = "auto", .steps = 1500, .warmup = -1, .save_every = 500, .lr = 1e-3, .wd = 0.01, .clip = 1.0, .dropout = 0.3, .block_type = "conv_bn",
+    Options o = {.device = "auto", .steps = 1500, .warmup = -1, .save_every = 500, .lr = 1e-3, .wd = 0.01, .clip = 1.0, .dropout = 0.3, .block_type = JUDGE_CONV_BN,
                  .emb_dim = JUDGE_EMBEDDING_DIM, .triplet_weight = 1.0, .margin = 0.3, .n_blocks = 4, .boc = {32, 64, 128, 128}};
     enum { O_IN = 256, O_VAL, O_JUDGE, O_STEPS, O_LR, O_WARMUP, O_WD, O_CLIP, O_BOC, O_DROPOUT, O_BTYPE, O_EMB, O_TRIPLET, O_MARGIN, O_AUGMENT, O_SAVE,
            O_METRICS, O_TIMEOUT, O_SEED, O_THREADS, O_DEVICE, O_HELP, O_VERSION };
@@ -113,9 +114,8 @@ static Options parse(int argc, char **argv) {
         case O_BOC: parse_channels(optarg, &o); break;
         case O_DROPOUT: o.dropout = cli_parse_double(TOOL, "--dropout", optarg, 0, 0.99); break;
         case O_BTYPE:
-            if (strcmp(optarg, "conv_bn") && strcmp(optarg, "resnet"))
+            if (judge_block_type_parse(optarg, &o.block_type))
                 cli_usage_error(TOOL, "--block-type is conv_bn or resnet, got '%s'", optarg);
-            o.block_type = optarg;
             break;
         case O_EMB: o.emb_dim = (int)cli_parse_long(TOOL, "--embedding-dim", optarg, 0, JUDGE_EMBEDDING_MAX); break;
         case O_TRIPLET: o.triplet_weight = cli_parse_double(TOOL, "--triplet-weight", optarg, 0, 1000); break;
@@ -158,7 +158,7 @@ static int configure(JudgeConfig *c, const Options *o, const WireTensor *img, co
     c->norm_num_groups = judge_default_groups(c->block_out_channels, c->n_blocks);
     c->dropout = (float)o->dropout;
     c->embedding_dim = o->emb_dim;
-    c->block_type = strcmp(o->block_type, "resnet") ? JUDGE_CONV_BN : JUDGE_RESNET;
+    c->block_type = o->block_type;
     char e[256];
     if (judge_config_check(c, e, sizeof(e))) {
         free(names);

@@ -88,13 +88,11 @@ int classify_stream(JudgeNet *net, ImageStream *s, Tally *t, JudgedSet *collect,
 // does; the same tally and collection as classify_stream
 int classify_folder(JudgeNet *net, const char *dir, Tally *t, JudgedSet *collect, int resolution, int batch, int gpu,
                     char *err, size_t errlen);
-// ---- the embedding head's figures (verify.c); NULL / NAN for a judge without the head ----
+// ---- verification with the embedding head (verify.c); NULL for a judge without the head ----
 // Each image of q against every user's real prototype (the normalised mean embedding of the user's
 // images in real): {"users", "genuine_pairs", "impostor_pairs", "auc", "eer", "genuine_mean_cos",
 // "impostor_mean_cos", "nearest_prototype_accuracy"}; images of users absent from real are skipped.
 json_t *verification(const JudgedSet *real, const JudgedSet *q);
-// mean pairwise cosine distance of embeddings within a user, averaged over users with 2+ images
-double embedding_spread(const JudgedSet *s);
 
 // ---- score --generator: samples asked of a running doppel-diffuser serve (remote.c) ----
 typedef struct {

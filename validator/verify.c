@@ -1,7 +1,6 @@
-// verify.c: what score reads from the judge's embedding head (models/judge.h): genuine/impostor
-// verification of a set against each user's real prototype, and the within-user spread of
-// embeddings (diversity). Embeddings are L2-normalised (JudgedSet.emb), so a dot product is a
-// cosine similarity and 1 - dot a cosine distance.
+// verify.c: score's genuine/impostor verification in the judge's embedding space (models/judge.h):
+// each image of a set against each user's real prototype. Embeddings are L2-normalised
+// (JudgedSet.emb), so a dot product is a cosine similarity.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,21 +63,4 @@ json_t *verification(const JudgedSet *real, const JudgedSet *q) {
                       gsum / ng, "impostor_mean_cos", isum / ni, "nearest_prototype_accuracy", (double)nearest_ok / scored);
     free(has), free(proto), free(gen), free(imp);
     return j;
-}
-
-double embedding_spread(const JudgedSet *s) {
-    if (!s->D) return NAN;
-    double total = 0;
-    int users = 0;
-    for (int u = 0; u < s->K; u++) {
-        double sum = 0;
-        long pairs = 0;
-        for (int i = 0; i < s->n; i++) {
-            if (s->truth[i] != u) continue;
-            for (int j = i + 1; j < s->n; j++)
-                if (s->truth[j] == u) sum += 1.0 - dotf(s->emb + (size_t)i * s->D, s->emb + (size_t)j * s->D, s->D), pairs++;
-        }
-        if (pairs) total += sum / pairs, users++;
-    }
-    return users ? total / users : NAN;
 }

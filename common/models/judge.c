@@ -42,7 +42,14 @@ void judge_config_default(JudgeConfig *c, int channels, int resolution, int n_us
     c->n_users = n_users, c->users = users;
 }
 
-static const char *block_type_name(JudgeBlockType t) { return t == JUDGE_CONV_BN ? "conv_bn" : "resnet"; }
+const char *judge_block_type_name(JudgeBlockType t) { return t == JUDGE_CONV_BN ? "conv_bn" : "resnet"; }
+
+int judge_block_type_parse(const char *name, JudgeBlockType *out) {
+    if (!strcmp(name, "conv_bn")) *out = JUDGE_CONV_BN;
+    else if (!strcmp(name, "resnet")) *out = JUDGE_RESNET;
+    else return -1;
+    return 0;
+}
 
 int judge_config_check(const JudgeConfig *c, char *err, size_t errlen) {
     if (c->block_type == JUDGE_CONV_BN && c->resolution >> c->n_blocks < 1)
@@ -73,7 +80,7 @@ json_t *judge_config_to_json(const JudgeConfig *c) {
     for (int i = 0; i < c->n_blocks; i++) json_array_append_new(boc, json_integer(c->block_out_channels[i]));
     for (int u = 0; u < c->n_users; u++) json_array_append_new(users, json_string(c->users[u]));
     return json_pack("{s:s, s:s, s:s, s:i, s:i, s:o, s:i, s:i, s:o, s:o, s:i, s:o}", "_class_name", JUDGE_CLASS_NAME,
-                     "_doppel_version", DOPPEL_VERSION, "block_type", block_type_name(c->block_type), "channels", c->channels, "resolution", c->resolution,
+                     "_doppel_version", DOPPEL_VERSION, "block_type", judge_block_type_name(c->block_type), "channels", c->channels, "resolution", c->resolution,
                      "block_out_channels", boc, "layers_per_block", c->layers_per_block, "norm_num_groups",
                      c->norm_num_groups, "norm_eps", config_float(c->norm_eps), "dropout", config_float(c->dropout), "embedding_dim", c->embedding_dim,
                      "users", users);
@@ -89,9 +96,9 @@ int judge_config_from_json(JudgeConfig *c, const json_t *j, char *err, size_t er
                     json_is_string(cls) ? json_string_value(cls) : "missing", json_is_string(cls) ? "\"" : "",
                     JUDGE_CLASS_NAME);
     json_t *users = json_object_get(j, "users"), *bt = json_object_get(j, "block_type");
-    if (bt && !(json_is_string(bt) && (!strcmp(json_string_value(bt), "conv_bn") || !strcmp(json_string_value(bt), "resnet"))))
+    c->block_type = JUDGE_RESNET;  // absent: older judges
+    if (bt && (!json_is_string(bt) || judge_block_type_parse(json_string_value(bt), &c->block_type)))
         return errf(err, errlen, "config.json: block_type must be \"conv_bn\" or \"resnet\"");
-    c->block_type = bt && !strcmp(json_string_value(bt), "conv_bn") ? JUDGE_CONV_BN : JUDGE_RESNET;  // absent: older judges
     if (config_int_list(j, "block_out_channels", c->block_out_channels, &c->n_blocks, err, errlen) ||
         config_need(j, "channels", err, errlen) || config_int(j, "channels", 0, &c->channels, err, errlen) ||
         config_need(j, "resolution", err, errlen) || config_int(j, "resolution", 0, &c->resolution, err, errlen) ||
@@ -202,10 +209,10 @@ static Tensor conv_bn_backward(Ctx *ctx, ConvBnBlock *b, Tensor dy) {
 float *judge_forward(Ctx *ctx, JudgeNet *net, Tensor x) {
     CHECK(ctx->ps->info == net->ps.info, "judge_forward: the context's ParamSet is not the judge's (or its mirror)");
     const JudgeConfig *c = &net->cfg;
-    Tensor h = x;
+    Tensor h;
     if (c->block_type == JUDGE_CONV_BN) {
-        for (int i = 0; i < c->n_blocks; i++) h = conv_bn_forward(ctx, &net->blocks[i], h);  // [N, Ci, H/2^(i+1), ..]
-        net->pooled_in = h;                                                 // [N, F, h, w]
+        Tensor outs[MAX_BLOCKS];                                            // [N, Ci, H/2^(i+1), ..]
+        net->pooled_in = h = outs[judge_block_outputs(ctx, net, x, outs) - 1];  // [N, F, h, w]
     } else {
         h = conv2d_layer_forward(ctx, &net->conv_in, x);                    // [N, C0, H, W]
         for (int i = 0; i < c->n_blocks; i++)

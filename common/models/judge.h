@@ -64,6 +64,9 @@ typedef struct {
     char **users;              // (n_users) names, in label order
 } JudgeConfig;
 
+// "conv_bn" / "resnet" (config.json's block_type, --block-type): 0, or -1 for another word
+int judge_block_type_parse(const char *name, JudgeBlockType *out);
+const char *judge_block_type_name(JudgeBlockType t);
 // The default architecture above for these images and users (users are borrowed, not copied).
 void judge_config_default(JudgeConfig *c, int channels, int resolution, int n_users, char **users);
 // min(32, smallest channel / 4), lowered until it divides every channel count (at least 1)

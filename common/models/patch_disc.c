@@ -101,10 +101,7 @@ Tensor patch_disc_backward(Ctx *ctx, PatchDiscriminator *d, Tensor dlogits) {
     return g;
 }
 
-void patch_disc_zero_grad(Ctx *ctx, PatchDiscriminator *d) {
-    if (ctx->cuda) cuda_zero(active(d)->grad, d->ps.total * sizeof(float));
-    else params_zero_grad(&d->ps);
-}
+void patch_disc_zero_grad(Ctx *ctx, PatchDiscriminator *d) { ctx_zero_grad(ctx, active(d)); }
 
 float patch_disc_train_step(Ctx *ctx, PatchDiscriminator *d, AdamW *opt, float lr, float max_norm, Tensor real,
                             Tensor fake) {

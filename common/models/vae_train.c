@@ -8,7 +8,6 @@
 #include "../check.h"
 #include "../ops/activations.h"
 #include "../ops/losses2.h"
-#include "../cuda/cuda.h"
 #include "../plot/plot.h"
 
 // ||d(loss)/d(l.weight)|| for the output gradient dout of conv layer l (its saved input, the
@@ -79,8 +78,7 @@ static void perceptual_term(Ctx *ctx, const VaeTrainExtras *ex, Tensor x, Tensor
     }
     Tensor dimg = judge_block_outputs_backward(ctx, j, dfy);  // [N, C, H, W]
     OP(ctx, accumulate, dy.d, dimg.d, tensor_numel(dy));
-    if (ctx->cuda) cuda_zero(ex->judge_ps->grad, j->ps.total * sizeof(float));  // the judge does not learn
-    else params_zero_grad(&j->ps);
+    ctx_zero_grad(ctx, ex->judge_ps);  // the judge does not learn
     ctx->ps = caller, ctx->train = train;
     out->total += ex->perceptual_weight * out->perceptual;
 }

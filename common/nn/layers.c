@@ -53,10 +53,12 @@ void compute_precision(Compute *c, const char *name, const char *who) {
     else if (p != PREC_FP32) fprintf(stderr, "%s: --precision %s applies to the GPU; the CPU computes in fp32\n", who, name);
 }
 
-void compute_zero_grad(Compute *c) {
-    if (c->ctx.cuda) cuda_zero(c->mirror.grad, c->mirror.total * sizeof(float));
-    else params_zero_grad(c->host);
+void ctx_zero_grad(const Ctx *ctx, ParamSet *ps) {
+    if (ctx->cuda) cuda_zero(ps->grad, ps->total * sizeof(float));
+    else params_zero_grad(ps);
 }
+
+void compute_zero_grad(Compute *c) { ctx_zero_grad(&c->ctx, c->ctx.ps); }
 
 void compute_free(Compute *c) {
     int gpu = c->ctx.cuda;

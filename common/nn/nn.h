@@ -60,6 +60,9 @@ typedef struct {
 void compute_init(Compute *c, ParamSet *ps, Rng *rng, int gpu);
 void compute_params_to_host(Compute *c);
 void compute_zero_grad(Compute *c);
+// zeroes ps's gradients where ctx computes: ps is host memory on the CPU, a device mirror on the GPU
+// (a context's own ParamSet, or another network's that it borrows: a discriminator, a judge)
+void ctx_zero_grad(const Ctx *ctx, ParamSet *ps);
 // a stage's --precision (NULL: keep DOPPEL_PRECISION's or fp32); on the CPU anything but fp32 is
 // reported as not applying
 void compute_precision(Compute *c, const char *name, const char *who);
