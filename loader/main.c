@@ -177,14 +177,18 @@ static json_t *stream_meta(const Options *o, const Source *s, int epoch) {
 
 static int stream(const Options *o, Source *s) {
     char err[512];
-    void *sock = zsock_open(ZMQ_PUSH, o->out, 1, err, sizeof(err));
+    PeerWatch watch;
+    void *sock = o->wait_consumers > 0 ? zsock_open_watched(ZMQ_PUSH, o->out, 1, &watch, err, sizeof(err))
+                                       : zsock_open(ZMQ_PUSH, o->out, 1, err, sizeof(err));
     if (!sock) {
         fprintf(stderr, "doppel-loader: %s\n", err);
         return EXIT_RUNTIME;
     }
     if (o->wait_consumers > 0) {
         fprintf(stderr, "doppel-loader: waiting for %d consumers on %s\n", o->wait_consumers, o->out);
-        if (zsock_wait_peers(sock, o->wait_consumers, -1)) {
+        int ok = peerwatch_wait(&watch, o->wait_consumers, -1) == 0;
+        peerwatch_stop(&watch);
+        if (!ok) {
             zsock_close(&sock);
             zsock_term();
             return zsock_interrupted() ? EXIT_OK : EXIT_RUNTIME;

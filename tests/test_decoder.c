@@ -97,38 +97,17 @@ static void send_end(void *push, uint64_t seq, uint64_t total) {
 }
 
 // a subscriber connected (handshake done) to the decoder's publisher, once the decoder is up. The
-// handshake monitor is attached and read from before the SUB connects: zsock_open + zsock_wait_peers
-// would attach it after, and a handshake that completes at once would go unseen (a 20 s wait and a
-// spurious failure, seen twice on a loaded machine).
+// handshake monitor is attached before the SUB connects (zsock_open_watched), so a handshake that
+// completes at once is seen too.
 static void *subscribe(int port) {
-    char addr[64], mon_ep[64];
-    snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%d", port);
-    snprintf(mon_ep, sizeof(mon_ep), "inproc://test-decoder-sub-%d", port);
-    void *sub = zmq_socket(zsock_context(), ZMQ_SUB), *mon = zmq_socket(zsock_context(), ZMQ_PAIR);
-    int linger = 0;
-    zmq_setsockopt(sub, ZMQ_LINGER, &linger, sizeof(linger));
-    zmq_setsockopt(mon, ZMQ_LINGER, &linger, sizeof(linger));
-    EXPECT(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0) == 0 &&
-               zmq_socket_monitor(sub, mon_ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0 && zmq_connect(mon, mon_ep) == 0 &&
-               zmq_connect(sub, addr) == 0,
-           "SUB setup: %s", zmq_strerror(errno));
-    int connected = 0;
-    double end = cli_now() + 20;
-    while (!connected && cli_now() < end) {
-        zmq_pollitem_t it = {mon, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, 100) <= 0) continue;
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, mon, 0) >= 6) {
-            uint16_t ev;
-            memcpy(&ev, zmq_msg_data(&m), 2);
-            connected = ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
-        }
-        while (zmq_msg_more(&m)) zmq_msg_close(&m), zmq_msg_init(&m), zmq_msg_recv(&m, mon, 0);
-        zmq_msg_close(&m);
-    }
-    zmq_socket_monitor(sub, NULL, 0);
-    zmq_close(mon);
+    char addr[64], err[512];
+    snprintf(addr, sizeof(addr), ">tcp://127.0.0.1:%d", port);
+    PeerWatch w;
+    void *sub = zsock_open_watched(ZMQ_SUB, addr, 0, &w, err, sizeof(err));
+    EXPECT(sub, "SUB setup: %s", err);
+    if (!sub) return NULL;
+    int connected = peerwatch_wait(&w, 1, 20000) == 0;
+    peerwatch_stop(&w);
     EXPECT(connected, "the SUB did not connect to the decoder's --pub");
     usleep(1000000);  // the subscription travels right after the handshake; give it time to land (ASan/loaded CI: 200 ms lost it once)
     return sub;
@@ -219,13 +198,15 @@ static void test_decode_png_and_pub(void) {
     char bind[64], in[64], pub[64], err[512];
     int pin = free_port(), ppub = free_port();
     ep(bind, sizeof(bind), "@", pin), ep(in, sizeof(in), "", pin), ep(pub, sizeof(pub), "", ppub);
-    void *push = zsock_open(ZMQ_PUSH, bind, 1, err, sizeof(err));
+    PeerWatch watch;  // attached before the bind, so no decoder handshake goes unseen
+    void *push = zsock_open_watched(ZMQ_PUSH, bind, 1, &watch, err, sizeof(err));
     EXPECT(push, "%s", err);
     if (!push) return;
     Proc dec;
     proc_start(&dec, (const char *[]){"doppel-decoder", "--vae", VAE_DIR, "--in", in, "--png", "build/test-out/dec_png",
                                       "--pub", pub, "--threads", "1", "--batch-limit", "2", NULL});  // 3 = 2 + 1
-    EXPECT(zsock_wait_peers(push, 1, 30000) == 0, "the decoder did not connect to the latent stream");
+    EXPECT(peerwatch_wait(&watch, 1, 30000) == 0, "the decoder did not connect to the latent stream");
+    peerwatch_stop(&watch);
     void *sub = subscribe(ppub);
     enum { N = 3 };
     float *lat = xmalloc(N * 4 * LAT * LAT * sizeof(float));
@@ -291,13 +272,15 @@ static void test_bad_frames_skipped(void) {
     char bind[64], in[64], pub[64], err[512];
     int pin = free_port(), ppub = free_port();
     ep(bind, sizeof(bind), "@", pin), ep(in, sizeof(in), ">", pin), ep(pub, sizeof(pub), "@", ppub);
-    void *push = zsock_open(ZMQ_PUSH, bind, 1, err, sizeof(err));
+    PeerWatch watch;  // attached before the bind, so no decoder handshake goes unseen
+    void *push = zsock_open_watched(ZMQ_PUSH, bind, 1, &watch, err, sizeof(err));
     EXPECT(push, "%s", err);
     if (!push) return;
     Proc dec;
     proc_start(&dec, (const char *[]){"doppel-decoder", "--vae", VAE_DIR, "--in", in, "--png", "build/test-out/dec_png_gray",
                                       "--colormap", "gray", "--pub", pub, "--threads", "1", NULL});
-    EXPECT(zsock_wait_peers(push, 1, 30000) == 0, "the decoder did not connect");
+    EXPECT(peerwatch_wait(&watch, 1, 30000) == 0, "the decoder did not connect");
+    peerwatch_stop(&watch);
     void *sub = subscribe(ppub);
     EXPECT(zmq_send(push, "not msgpack", 11, 0) == 11, "send garbage");
     float *buf = xcalloc(2 * 4 * LAT * LAT, sizeof(float));
@@ -345,14 +328,16 @@ static void test_parallel_decoders(void) {
     char bind[64], in[64], err[512];
     int pin = free_port();
     ep(bind, sizeof(bind), "@", pin), ep(in, sizeof(in), "", pin);
-    void *push = zsock_open(ZMQ_PUSH, bind, 1, err, sizeof(err));
+    PeerWatch watch;  // attached before the bind, so no decoder handshake goes unseen
+    void *push = zsock_open_watched(ZMQ_PUSH, bind, 1, &watch, err, sizeof(err));
     EXPECT(push, "%s", err);
     if (!push) return;
     Proc dec[2];
     for (int i = 0; i < 2; i++)
         proc_start(&dec[i], (const char *[]){"doppel-decoder", "--vae", VAE_DIR, "--in", in, "--png", "build/test-out/dec_png_par",
                                              "--timeout", "2", "--threads", "1", NULL});
-    EXPECT(zsock_wait_peers(push, 2, 30000) == 0, "both decoders should connect");
+    EXPECT(peerwatch_wait(&watch, 2, 30000) == 0, "both decoders should connect");
+    peerwatch_stop(&watch);
     float lat[4 * LAT * LAT];
     for (int k = 0; k < 4; k++) {
         fill_randn(lat, 4 * LAT * LAT, 100 + k, 1);
@@ -382,12 +367,14 @@ static void test_sigint(void) {
     char bind[64], in[64], err[512];
     int pin = free_port();
     ep(bind, sizeof(bind), "@", pin), ep(in, sizeof(in), "", pin);
-    void *push = zsock_open(ZMQ_PUSH, bind, 1, err, sizeof(err));
+    PeerWatch watch;  // attached before the bind, so no decoder handshake goes unseen
+    void *push = zsock_open_watched(ZMQ_PUSH, bind, 1, &watch, err, sizeof(err));
     EXPECT(push, "%s", err);
     if (!push) return;
     Proc dec;
     proc_start(&dec, (const char *[]){"doppel-decoder", "--vae", VAE_DIR, "--in", in, "--pub", "tcp://127.0.0.1:*", NULL});
-    EXPECT(zsock_wait_peers(push, 1, 30000) == 0, "the decoder did not connect");
+    EXPECT(peerwatch_wait(&watch, 1, 30000) == 0, "the decoder did not connect");
+    peerwatch_stop(&watch);
     kill(dec.pid, SIGINT);
     int rc = proc_wait(&dec, 10);
     char *e = proc_read(dec.err);

@@ -149,12 +149,15 @@ static int check_tcp_connect(const char *endpoint, const char *addr, char *err, 
     return 0;
 }
 
+static int peerwatch_start(PeerWatch *w, void *sock, char *err, size_t errlen);
+
 static void *open_failed(void **s) {
     zsock_close(s);
     return NULL;
 }
 
-void *zsock_open(int type, const char *endpoint, int default_bind, char *err, size_t errlen) {
+// Creates, configures and binds/connects a socket; with w, a handshake monitor is attached first.
+static void *open_socket(int type, const char *endpoint, int default_bind, PeerWatch *w, char *err, size_t errlen) {
     if (!endpoint || !*endpoint) {
         errf(err, errlen, "empty endpoint: give one like @tcp://127.0.0.1:5555 (bind) or >tcp://host:5555 (connect)");
         return NULL;
@@ -177,13 +180,24 @@ void *zsock_open(int type, const char *endpoint, int default_bind, char *err, si
         return NULL;
     }
     if (configure(s, type, endpoint, err, errlen) != 0) return open_failed(&s);
+    if (w && peerwatch_start(w, s, err, errlen) != 0) return open_failed(&s);
     if ((bind ? zmq_bind(s, addr) : zmq_connect(s, addr)) != 0) {
         int e = errno;
         errf(err, errlen, "cannot %s %s socket to '%s': %s (%s)", bind ? "bind" : "connect", type_name(type), addr,
              zmq_strerror(e), advice(e, bind));
+        if (w) peerwatch_stop(w);
         return open_failed(&s);
     }
     return s;
+}
+
+void *zsock_open(int type, const char *endpoint, int default_bind, char *err, size_t errlen) {
+    return open_socket(type, endpoint, default_bind, NULL, err, errlen);
+}
+
+void *zsock_open_watched(int type, const char *endpoint, int default_bind, PeerWatch *w, char *err, size_t errlen) {
+    memset(w, 0, sizeof(*w));
+    return open_socket(type, endpoint, default_bind, w, err, errlen);
 }
 
 void zsock_close(void **sock) {
@@ -347,39 +361,51 @@ void received_release(Received *r) {
     memset(r, 0, sizeof(*r));
 }
 
-int zsock_wait_peers(void *sock, int n, int timeout_ms) {
+// static: the monitor's inproc endpoint must be unique in the process
+static int peerwatch_start(PeerWatch *w, void *sock, char *err, size_t errlen) {
     static int counter;
     char ep[64];
     snprintf(ep, sizeof(ep), "inproc://doppel-monitor-%d", __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
-    if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0) return -1;
+    if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0)
+        return errf(err, errlen, "cannot monitor the socket: %s", zmq_strerror(errno));
     void *mon = zmq_socket(zsock_context(), ZMQ_PAIR);
-    if (!mon || zmq_connect(mon, ep) != 0) {
+    int linger = 0;
+    if (!mon || zmq_setsockopt(mon, ZMQ_LINGER, &linger, sizeof(linger)) != 0 || zmq_connect(mon, ep) != 0) {
+        int e = errno;
         if (mon) zmq_close(mon);
         zmq_socket_monitor(sock, NULL, 0);
-        return -1;
+        return errf(err, errlen, "cannot read the socket's monitor: %s", zmq_strerror(e));
     }
+    w->sock = sock, w->mon = mon, w->peers = 0;
+    return 0;
+}
+
+int peerwatch_wait(PeerWatch *w, int n, int timeout_ms) {
+    if (!w->mon) return -1;
     double end = timeout_ms < 0 ? 0 : cli_now() + timeout_ms / 1000.0;
-    int peers = 0;
-    while (peers < n && !zsock_interrupted() && (timeout_ms < 0 || cli_now() < end)) {
-        zmq_pollitem_t it = {mon, 0, ZMQ_POLLIN, 0};
+    while (w->peers < n && !zsock_interrupted() && (timeout_ms < 0 || cli_now() < end)) {
+        zmq_pollitem_t it = {w->mon, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, 100) <= 0) continue;
         zmq_msg_t m;  // event: frame 1 = (uint16 event, uint32 value), frame 2 = endpoint
         zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, mon, 0) >= 6) {
+        if (zmq_msg_recv(&m, w->mon, 0) >= 6) {
             uint16_t ev;
             memcpy(&ev, zmq_msg_data(&m), 2);
-            if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) peers++;
+            if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) w->peers++;
         }
         while (zmq_msg_more(&m)) {
             zmq_msg_close(&m);
             zmq_msg_init(&m);
-            zmq_msg_recv(&m, mon, 0);
+            zmq_msg_recv(&m, w->mon, 0);
         }
         zmq_msg_close(&m);
     }
-    zmq_socket_monitor(sock, NULL, 0);
-    int linger = 0;
-    zmq_setsockopt(mon, ZMQ_LINGER, &linger, sizeof(linger));
-    zmq_close(mon);
-    return peers >= n ? 0 : -1;
+    return w->peers >= n ? 0 : -1;
+}
+
+void peerwatch_stop(PeerWatch *w) {
+    if (!w->mon) return;
+    zmq_socket_monitor(w->sock, NULL, 0);
+    zmq_close(w->mon);
+    w->mon = NULL;
 }

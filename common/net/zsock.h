@@ -41,8 +41,16 @@ void received_release(Received *r);
 // waits on several sockets; returns the index of one that is readable, -1 on timeout/interrupt
 int zsock_poll_in(void **socks, int n, int timeout_ms);
 
-// Waits until n peers have connected to (or been connected by) sock and finished the ZMTP
-// handshake (ZMQ_EVENT_HANDSHAKE_SUCCEEDED on a socket monitor: only then does a PUSH socket
-// include the peer in its round robin; a TCP accept alone is too early). Call it right after zsock_open. Returns 0, or -1
-// on timeout (timeout_ms, -1 forever) or interruption.
-int zsock_wait_peers(void *sock, int n, int timeout_ms);
+// Counts the peers that finished the ZMTP handshake with a socket (ZMQ_EVENT_HANDSHAKE_SUCCEEDED on
+// a socket monitor: only then does a PUSH socket include the peer in its round robin; a TCP accept
+// alone is too early). zsock_open_watched attaches the monitor before it binds or connects, so a
+// peer that is already waiting for the endpoint is counted too.
+typedef struct {
+    void *sock, *mon;  // the watched socket (not owned) and the monitor's PAIR socket
+    int peers;         // handshakes seen so far
+} PeerWatch;
+void *zsock_open_watched(int type, const char *endpoint, int default_bind, PeerWatch *w, char *err, size_t errlen);
+// Waits until n handshakes in all have been seen. Returns 0, or -1 on timeout (timeout_ms, -1 forever)
+// or interruption.
+int peerwatch_wait(PeerWatch *w, int n, int timeout_ms);
+void peerwatch_stop(PeerWatch *w);  // detaches and closes the monitor; the socket stays open
