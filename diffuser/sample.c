@@ -83,7 +83,7 @@ static const char *USAGE_SAMPLE =
     "  --per-user N         samples per user (8)\n"
     "  --sampler ddpm|ddim|dpmpp2m   (dpmpp2m = DPM-Solver++ 2M)   --steps S (20)\n"
     "  --eta E              DDIM's eta (0)         --karras    Karras sigmas (DPM-Solver++)\n"
-    "  --guidance G         classifier-free guidance scale (2; 1 = conditional only, no 'no user' pass)\n"
+    "  --guidance G         classifier-free guidance scale (4; 1 = conditional only, no 'no user' pass)\n"
     "  --classifier DIR     classifier guidance with a latent classifier (doppel-diffuser train-classifier;\n"
     "                       it must share the UNet's users, latent shape and noise schedule)\n"
     "  --classifier-scale S its gradient's scale: eps - sqrt(1 - alphas_cumprod[t]) S grad log p(user | x_t) (1)\n"
@@ -102,7 +102,7 @@ static const char *USAGE_SAMPLE =
     "  --threads N  --help\n";
 
 static SampleOptions parse_sample(int argc, char **argv) {
-    SampleOptions o = {.device = "auto", .users = "all", .per_user = 8, .steps = 20, .batch = 32, .guidance = 2.0, .kind = SAMPLER_DPMPP_2M,
+    SampleOptions o = {.device = "auto", .users = "all", .per_user = 8, .steps = 20, .batch = 32, .guidance = SAMPLE_GUIDANCE_DEFAULT, .kind = SAMPLER_DPMPP_2M,
                        .timeout_s = 300, .classifier_scale = 1.0};
     enum { O_UNET = 256, O_USERS, O_PER, O_SAMPLER, O_STEPS, O_ETA, O_KARRAS, O_G, O_SEED, O_BATCH, O_OUT, O_CACHE, O_VAE,
            O_NOEMA, O_THREADS, O_TIMEOUT, O_DEVICE, O_PREC, O_CLS, O_CLS_SCALE, O_HELP };

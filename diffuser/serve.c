@@ -285,7 +285,7 @@ static int parse_request(const Server *s, const json_t *meta, Request *r, char *
     if (get_int(meta, "per_user", SERVE_PER_USER_DEFAULT, 1, s->o.max_samples, &per_user, err, errlen) ||
         get_int(meta, "seed", 0, 0, (long long)(~0ULL >> 1), &seed, err, errlen) ||
         get_int(meta, "steps", 20, 1, SCHED_MAX_STEPS, &steps, err, errlen) ||
-        get_num(meta, "guidance", 2.0, 0, 1e3, &guidance, err, errlen) || get_num(meta, "eta", 0, 0, 1e3, &eta, err, errlen))
+        get_num(meta, "guidance", SAMPLE_GUIDANCE_DEFAULT, 0, 1e3, &guidance, err, errlen) || get_num(meta, "eta", 0, 0, 1e3, &eta, err, errlen))
         return -1;
     const json_t *k = json_object_get(meta, "karras");
     if (k && !json_is_boolean(k) && !json_is_null(k)) return errf(err, errlen, "\"karras\" must be true or false");
@@ -330,7 +330,7 @@ static json_t *ping_info(const Server *s) {
     json_object_set_new(m, "ema", json_boolean(s->used_ema));
     json_object_set_new(m, "latent", json_pack("[i, i, i]", c->in_channels, c->sample_size, c->sample_size));
     json_object_set_new(m, "defaults", json_pack("{s:s, s:i, s:f, s:f, s:b, s:i, s:i, s:s}", "sampler", "dpmpp2m", "steps", 20,
-                                                 "guidance", 2.0, "eta", 0.0, "karras", 0, "per_user", SERVE_PER_USER_DEFAULT,
+                                                 "guidance", SAMPLE_GUIDANCE_DEFAULT, "eta", 0.0, "karras", 0, "per_user", SERVE_PER_USER_DEFAULT,
                                                  "seed", 0, "deliver", s->out ? "out" : "reply"));
     json_object_set_new(m, "batch", json_integer(s->o.batch));
     json_object_set_new(m, "max_samples", json_integer(s->o.max_samples));

@@ -27,11 +27,11 @@ examples:
   --preset tiny|small   model sizes (tiny)         --resolution R   image side (32)
   --vae-steps N (800)   --unet-steps N (1200)      --judge-steps N (600)
   --tstr-steps N        also train on generated, test on real (doppel-validator score; 0: off)
-  --gen-per-user N      generated spectrograms per person (8)    --guidance G (2)
+  --gen-per-user N      generated spectrograms per person (8)    --guidance G (4)
 USAGE
 }
 
-DATA="" USERS=31 PER=100 OUT=runs/demo PRESET=tiny RES=32 VAE_STEPS=800 UNET_STEPS=1200 JUDGE_STEPS=600 GEN=8 G=2 TSTR=0
+DATA="" USERS=31 PER=100 OUT=runs/demo PRESET=tiny RES=32 VAE_STEPS=800 UNET_STEPS=1200 JUDGE_STEPS=600 GEN=8 G=4 TSTR=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --data) DATA="$2"; shift 2 ;;

@@ -15,12 +15,12 @@ examples:
   --run RUN            the run folder (or --vae DIR --unet DIR)
   --out DIR            where the PNGs go (RUN/generated)
   --users all|LIST     names or label indices (all)      --per-user N (8)
-  --sampler ddpm|ddim|dpmpp2m (dpmpp2m)   --steps S (20)   --guidance G (2)   --seed S (0)
+  --sampler ddpm|ddim|dpmpp2m (dpmpp2m)   --steps S (20)   --guidance G (4)   --seed S (0)
   --decoders K         decoder processes sharing the stream (1)
 USAGE
 }
 
-RUN="" VAE="" UNET="" OUT="" USERS=all PER=8 SAMPLER=dpmpp2m STEPS=20 G=2 SEED=0 K=1
+RUN="" VAE="" UNET="" OUT="" USERS=all PER=8 SAMPLER=dpmpp2m STEPS=20 G=4 SEED=0 K=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --run) RUN="$2"; shift 2 ;;

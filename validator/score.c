@@ -22,6 +22,7 @@
 #include "io/fileio.h"
 #include "plot/plot.h"
 #include "metrics/realism.h"
+#include "models/diffusion.h"
 #include "metrics/spectro.h"
 #include "validator.h"
 
@@ -40,7 +41,7 @@ static const char *USAGE =
     "  --generated SRC    generated spectrograms of the same users\n"
     "  --generator EP     or: ask a running doppel-diffuser serve at EP (e.g. tcp://gpu-host:5560) for\n"
     "                     --per-user N (16) samples of every user it shares with the judge (--steps 20,\n"
-    "                     --guidance 2, --sampler dpmpp2m, --gen-seed 0), decoded here with --vae DIR;\n"
+    "                     --guidance 4, --sampler dpmpp2m, --gen-seed 0), decoded here with --vae DIR;\n"
     "                     a generator that stops answering pings is retried, then given up with a message\n"
     "  --real-val SRC     held-out real spectrograms: the real-vs-real calibration of every figure\n"
     "  --report DIR       writes DIR/score.json (every figure) and DIR/score.md\n"
@@ -70,7 +71,7 @@ typedef struct {
 
 static Options parse(int argc, char **argv) {
     Options o = {.k = 3, .batch = 64, .device = "auto", .min_acc = 0.8, .max_fid = 50, .max_ratio = 3, .min_is = 2, .min_auc = 0.9,
-                 .per_user = 16, .steps = 20, .guidance = 2.0, .sampler = "dpmpp2m"};
+                 .per_user = 16, .steps = 20, .guidance = SAMPLE_GUIDANCE_DEFAULT, .sampler = "dpmpp2m"};
     enum { O_JUDGE = 256, O_REAL, O_GEN, O_VAL, O_REPORT, O_K, O_RES, O_BATCH, O_TIMEOUT, O_THREADS, O_DEVICE, O_MINACC,
            O_MAXFID, O_RATIO, O_MINIS, O_TSTR, O_GENERATOR, O_VAE, O_PER, O_STEPS, O_G, O_SAMPLER, O_GSEED, O_MINAUC, O_HELP };
     static const struct option opts[] = {

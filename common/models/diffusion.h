@@ -31,6 +31,10 @@ static inline int unet_null_class(const UNet2DModel *m) { return m->cfg.num_clas
 void diffusion_train_step(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, Tensor x0, const int32_t *labels,
                           const DiffusionLossConfig *lc, float scale, DiffusionLosses *out);
 
+// The default classifier-free guidance scale of sample, serve and score --generator. On gait10
+// (docs/diffuser.md) generated spectrograms were recognised 60% / 79% / 90.5% at G 1 / 2 / 4.
+#define SAMPLE_GUIDANCE_DEFAULT 4.0
+
 typedef struct {
     Sampler sampler;
     float guidance;   // classifier-free guidance scale; 1: conditional only
