@@ -152,60 +152,9 @@ static void test_arena_rewind(void) {
     arena_free(&a);
 }
 
-// UNet2DModel.inference (diffusion_sample sets it on the CPU): the forward alone, blocks as
-// segments: the same output bit for bit (eval mode, no dropout) for a smaller arena
-static size_t forward_peak(UNet2DModel *m, int inference, const float *x, const float *t, const int32_t *lab, int N,
-                           float *out, size_t n_out) {
-    Rng rng;
-    rng_seed(&rng, 3);
-    Arena arena;
-    arena_init(&arena, 0);
-    Ctx ctx;
-    ctx_init(&ctx, &m->ps, &arena, &rng);
-    m->inference = inference;
-    int S = m->cfg.sample_size;
-    Tensor xs = ctx_tensor(&ctx, N, m->cfg.in_channels, S, S);  // [N, C, S, S]
-    memcpy(xs.d, x, tensor_numel(xs) * sizeof(float));
-    Tensor y = unet_forward(&ctx, m, xs, t, lab);
-    CHECK(tensor_numel(y) == n_out, "output size");
-    memcpy(out, y.d, n_out * sizeof(float));
-    size_t peak = arena.peak;
-    m->inference = 0;
-    arena_free(&arena);
-    return peak;
-}
-
-static void test_unet_inference_forward(void) {
-    UNetConfig c;
-    CHECK(preset_unet("small", 3, &c) == 0, "no small preset");
-    UNet2DModel m;
-    unet_build(&m, &c);
-    Rng rng;
-    rng_seed(&rng, 5);
-    params_init(&m.ps, &rng);
-    enum { N = 8 };
-    int S = c.sample_size;
-    size_t n = (size_t)N * c.in_channels * S * S, n_out = (size_t)N * c.out_channels * S * S;
-    float *x = xmalloc(n * sizeof(float)), *a = xmalloc(n_out * sizeof(float)), *b = xmalloc(n_out * sizeof(float));
-    float t[N];
-    int32_t lab[N];
-    for (size_t i = 0; i < n; i++) x[i] = rng_normal(&rng);
-    for (int i = 0; i < N; i++) t[i] = (float)(97 * i % 1000), lab[i] = i % (c.num_class_embeds);
-    size_t plain = forward_peak(&m, 0, x, t, lab, N, a, n_out), seg = forward_peak(&m, 1, x, t, lab, N, b, n_out);
-    size_t d = first_diff(a, b, n_out);
-    EXPECT(d == n_out, "inference forward differs at %zu: %.9g vs %.9g", d, a[d < n_out ? d : 0], b[d < n_out ? d : 0]);
-    double f = (double)plain / (double)seg;
-    printf("small b%d forward: arena peak %.2f MB plain, %.2f MB inference (%.2fx less)\n", N, plain / 1048576.0,
-           seg / 1048576.0, f);
-    EXPECT(f > 2.0, "inference lowered the forward's arena peak only %.2fx (%zu -> %zu bytes)", f, plain, seg);
-    free(x), free(a), free(b);
-    unet_free(&m);
-}
-
 int main(void) {
     RUN(test_arena_rewind);
     RUN(test_unet_tiny_bit_identical);
     RUN(test_unet_small_peak);
-    RUN(test_unet_inference_forward);
     return tl_finish();
 }

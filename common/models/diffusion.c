@@ -150,9 +150,8 @@ void diffusion_sample(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, const Sa
         ctx_init(&cctx, &sc->classifier->ps, ctx->arena, ctx->rng);
         grad = xmalloc((size_t)N * per * sizeof(float));
     }
-    int train = ctx->train, inference = m->inference;
+    int train = ctx->train;
     ctx->train = 0;
-    m->inference = !ctx->cuda;  // CPU: a forward that frees each block's activations stays in cache (GPU: CUDA graphs)
     StepForward f = {0};
     for (int i = 0; i < sp->steps; i++) {
         step_forward(ctx, m, &f, i, x, N, B, per, (float)sp->timesteps[i], lab, eps);  // [B, C, H, W]
@@ -166,7 +165,7 @@ void diffusion_sample(Ctx *ctx, UNet2DModel *m, const NoiseSchedule *s, const Sa
         sampler_step(sp, s, i, guided, x, state, rngs, N, per);
         if (progress) progress(progress_user, i + 1, sp->steps);
     }
-    ctx->train = train, m->inference = inference;
+    ctx->train = train;
     if (f.graph) cuda_graph_free(f.graph);
     memcpy(out, x, (size_t)N * per * sizeof(float));
     if (sc->classifier) ctx_free(&cctx);

@@ -61,8 +61,6 @@ typedef struct {
     MidBlock mid;
     GroupNorm conv_norm_out;
     int grad_checkpoint;  // training option: recompute each block's activations in backward (unet_2d.c)
-    int inference;        // forward only (sampling): blocks run as the same segments, keeping only their
-                          // outputs, so a forward holds the skips and one block's activations at a time
     // saved for backward
     const int32_t *labels;
     float *emb;    // (N, time_embed_dim)

@@ -12,7 +12,7 @@
 // Parameter, skip and embedding gradients add into buffers that outlive every segment, in the
 // same order as without recomputation: the results are bit-identical, for one more forward of
 // every block. What stays: the skips, each block's output, their gradients and one block's
-// activations at a time. m->inference (sampling) runs the forward the same way, for the memory alone.
+// activations at a time.
 #include <string.h>
 
 #include "../check.h"
@@ -137,7 +137,7 @@ Tensor unet_forward_ctx(Ctx *ctx, UNet2DModel *m, Tensor sample, const float *ti
     CHECK(sample.C == c->in_channels, "UNet: sample has %d channels, model expects %d", sample.C, c->in_channels);
     CHECK(m->class_embedding < 0 || class_labels, "UNet: class_labels are needed (model has num_class_embeds=%d)",
           c->num_class_embeds);
-    m->checkpointed = m->grad_checkpoint || m->inference;
+    m->checkpointed = m->grad_checkpoint;
     // 1. time + class embedding
     float *t_emb = arena_floats(ctx->arena, (size_t)N * C0);  // [N, C0]
     OP(ctx, timestep_embedding_forward, t_emb, timesteps, N, C0, c->flip_sin_to_cos, c->freq_shift, 1.0f, 10000.0f);
