@@ -45,7 +45,7 @@ static const char *USAGE_SERVE =
     "\n"
     "Answers 'request' frames on a ROUTER socket (clients connect a DEALER; a REQ for pings only):\n"
     "  {\"id\": 7, \"users\": \"all\"|[\"ID_1\", 2]|\"ID_1,ID_3\", \"per_user\": 4, \"seed\": 0, \"sampler\": \"dpmpp2m\",\n"
-    "   \"steps\": 20, \"guidance\": 2, \"eta\": 0, \"karras\": false, \"deliver\": \"reply\"|\"out\"}   or   {\"id\": 8, \"ping\": true}\n"
+    "   \"steps\": 20, \"guidance\": 4, \"eta\": 0, \"karras\": false, \"deliver\": \"reply\"|\"out\"}   or   {\"id\": 8, \"ping\": true}\n"
     "Replies: status 'accepted' at once, the latents (kind 'reply', with 'id' in meta, or to --out's\n"
     "decoders with 'request_id'), then status 'done'; mistakes get an 'error' frame. Requests run one\n"
     "at a time in arrival order; pings are answered at once, even while a request runs.\n"

@@ -22,8 +22,8 @@
 #include "io/fileio.h"
 #include "plot/plot.h"
 #include "metrics/realism.h"
-#include "models/diffusion.h"
 #include "metrics/spectro.h"
+#include "models/diffusion.h"
 #include "validator.h"
 
 static const char *USAGE =

@@ -149,11 +149,28 @@ static int check_tcp_connect(const char *endpoint, const char *addr, char *err, 
     return 0;
 }
 
-static int peerwatch_start(PeerWatch *w, void *sock, char *err, size_t errlen);
-
 static void *open_failed(void **s) {
     zsock_close(s);
     return NULL;
+}
+
+// Attaches a handshake monitor to sock (its inproc endpoint unique in the process) and connects w to it.
+static int peerwatch_start(PeerWatch *w, void *sock, char *err, size_t errlen) {
+    static int counter;
+    char ep[64];
+    snprintf(ep, sizeof(ep), "inproc://doppel-monitor-%d", __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
+    if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0)
+        return errf(err, errlen, "cannot monitor the socket: %s", zmq_strerror(errno));
+    void *mon = zmq_socket(zsock_context(), ZMQ_PAIR);
+    int linger = 0;
+    if (!mon || zmq_setsockopt(mon, ZMQ_LINGER, &linger, sizeof(linger)) != 0 || zmq_connect(mon, ep) != 0) {
+        int e = errno;
+        if (mon) zmq_close(mon);
+        zmq_socket_monitor(sock, NULL, 0);
+        return errf(err, errlen, "cannot read the socket's monitor: %s", zmq_strerror(e));
+    }
+    w->sock = sock, w->mon = mon, w->peers = 0;
+    return 0;
 }
 
 // Creates, configures and binds/connects a socket; with w, a handshake monitor is attached first.
@@ -359,25 +376,6 @@ void received_release(Received *r) {
     if (r->msg) frame_release(&r->frame);
     free_msg(r);
     memset(r, 0, sizeof(*r));
-}
-
-// static: the monitor's inproc endpoint must be unique in the process
-static int peerwatch_start(PeerWatch *w, void *sock, char *err, size_t errlen) {
-    static int counter;
-    char ep[64];
-    snprintf(ep, sizeof(ep), "inproc://doppel-monitor-%d", __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
-    if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0)
-        return errf(err, errlen, "cannot monitor the socket: %s", zmq_strerror(errno));
-    void *mon = zmq_socket(zsock_context(), ZMQ_PAIR);
-    int linger = 0;
-    if (!mon || zmq_setsockopt(mon, ZMQ_LINGER, &linger, sizeof(linger)) != 0 || zmq_connect(mon, ep) != 0) {
-        int e = errno;
-        if (mon) zmq_close(mon);
-        zmq_socket_monitor(sock, NULL, 0);
-        return errf(err, errlen, "cannot read the socket's monitor: %s", zmq_strerror(e));
-    }
-    w->sock = sock, w->mon = mon, w->peers = 0;
-    return 0;
 }
 
 int peerwatch_wait(PeerWatch *w, int n, int timeout_ms) {
