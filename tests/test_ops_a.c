@@ -91,6 +91,79 @@ static void test_conv2d_chunking(void) {
     free(x), free(w), free(b), free(out), free(one), free(s);
 }
 
+// Large maps (the row-tiled path: each thread unrolls tiles of output rows of its own images) and
+// the same convolution one image at a time, against a plain loop in double: forward, dinp,
+// dweight, dbias. C 16 makes each 40-wide tile 22 rows, so 40 output rows are two tiles whose
+// input rows overlap.
+static void conv_naive(double *out, double *dx, double *dw, double *db, const float *x, const float *w,
+                       const float *b, const float *g, Conv2dDims d) {
+    int OH = conv2d_oh(d), OW = conv2d_ow(d);
+    for (int n = 0; n < d.N; n++)
+        for (int oc = 0; oc < d.OC; oc++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    size_t o = (((size_t)n * d.OC + oc) * OH + oh) * OW + ow;
+                    double s = b[oc];
+                    db[oc] += g[o];
+                    for (int c = 0; c < d.C; c++)
+                        for (int kh = 0; kh < d.K; kh++)
+                            for (int kw = 0; kw < d.K; kw++) {
+                                int ih = oh * d.stride - d.pad_t + kh, iw = ow * d.stride - d.pad_l + kw;
+                                if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) continue;
+                                size_t xi = (((size_t)n * d.C + c) * d.H + ih) * d.W + iw;
+                                size_t wi = (((size_t)oc * d.C + c) * d.K + kh) * d.K + kw;
+                                s += (double)w[wi] * x[xi];
+                                dx[xi] += (double)w[wi] * g[o];
+                                dw[wi] += (double)x[xi] * g[o];
+                            }
+                    out[o] = s;
+                }
+}
+
+static void conv_large_case(Conv2dDims d) {
+    size_t nx = (size_t)d.N * d.C * d.H * d.W, nw = (size_t)d.OC * d.C * d.K * d.K;
+    size_t no = (size_t)d.N * d.OC * conv2d_oh(d) * conv2d_ow(d);
+    EXPECT((size_t)conv2d_oh(d) * conv2d_ow(d) >= 1024, "the case must take the large-map path");
+    float *x = randn(nx, 11), *w = randn(nw, 12), *b = randn(d.OC, 13), *g = randn(no, 14);
+    double *ro = calloc(no, sizeof(double)), *rx = calloc(nx, sizeof(double)), *rw = calloc(nw, sizeof(double)),
+           *rb = calloc(d.OC, sizeof(double));
+    conv_naive(ro, rx, rw, rb, x, w, b, g, d);
+    float *want[4] = {zeros(no), zeros(nx), zeros(nw), zeros(d.OC)};
+    size_t len[4] = {no, nx, nw, (size_t)d.OC};
+    double *ref[4] = {ro, rx, rw, rb};
+    for (int k = 0; k < 4; k++)
+        for (size_t i = 0; i < len[k]; i++) want[k][i] = (float)ref[k][i];
+    Conv2dDims d1 = d;
+    d1.N = 1;
+    size_t per_x = nx / d.N, per_o = no / d.N;
+    for (int one = 0; one < 2; one++) {  // the whole batch, then one image at a time
+        float *out = zeros(no), *dx = zeros(nx), *dw = zeros(nw), *db = zeros(d.OC);
+        float *s = zeros(conv2d_scratch_floats(d));
+        if (!one) {
+            conv2d_forward(out, x, w, b, s, d);
+            conv2d_backward(dx, dw, db, g, x, w, s, d);
+        } else {
+            for (int n = 0; n < d.N; n++) {
+                conv2d_forward(out + n * per_o, x + n * per_x, w, b, s, d1);
+                conv2d_backward(dx + n * per_x, dw, db, g + n * per_o, x + n * per_x, w, s, d1);
+            }
+        }
+        EXPECT_CLOSE(one ? "large map, per image: out" : "large map, batch: out", out, want[0], no, 1e-4, 1e-4);
+        EXPECT_CLOSE(one ? "large map, per image: dinp" : "large map, batch: dinp", dx, want[1], nx, 1e-4, 1e-4);
+        EXPECT_CLOSE(one ? "large map, per image: dweight" : "large map, batch: dweight", dw, want[2], nw, 1e-3, 1e-4);
+        EXPECT_CLOSE(one ? "large map, per image: dbias" : "large map, batch: dbias", db, want[3], d.OC, 1e-3, 1e-4);
+        free(out), free(dx), free(dw), free(db), free(s);
+    }
+    for (int k = 0; k < 4; k++) free(want[k]), free(ref[k]);
+    free(x), free(w), free(b), free(g);
+}
+
+static void test_conv2d_large_maps(void) {
+    conv_large_case((Conv2dDims){3, 16, 40, 40, 5, 3, 1, 1, 1, 1, 1});  // 3x3, stride 1, 40x40 out
+    conv_large_case((Conv2dDims){3, 16, 80, 80, 5, 3, 2, 0, 1, 0, 1});  // stride 2, diffusers' (0,1,0,1) pad
+    conv_large_case((Conv2dDims){2, 8, 33, 35, 4, 1, 1, 0, 0, 0, 0});   // 1x1 on an odd map
+}
+
 // ---- linear ----
 typedef struct {
     float *x, *w, *b, *out, *dout;
@@ -278,6 +351,7 @@ int main(void) {
     RUN(test_conv2d_1x1);
     RUN(test_conv2d_pad0101);
     RUN(test_conv2d_chunking);
+    RUN(test_conv2d_large_maps);
     RUN(test_linear);
     RUN(test_groupnorm);
     RUN(test_silu);
