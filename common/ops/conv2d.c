@@ -5,6 +5,9 @@
 // (P < DIRECT_P) use one GEMM for the whole chunk through a (OC, nb*P) staging buffer, so 4x4 maps
 // at batch 32 are one 16x512 product instead of 32 skinny ones; large maps run one GEMM per image
 // that reads and writes NCHW in place (no staging copies). nb keeps scratch under CONV_CAP.
+// Large maps with at least one image per thread (the VAE's 64x64 and 32x32 maps in training) go
+// further: each thread unrolls and multiplies tiles of output rows of its own images, one-thread
+// GEMMs on a tile that stays in the core's cache (forward_tiled / backward_tiled).
 #include <cblas.h>
 #include <omp.h>
 #include <string.h>
