@@ -25,6 +25,9 @@
 #define OUT "build/test-out/serve"
 #define UNET OUT "/unet"
 #define PER (4 * 16 * 16)  // floats per latent of the tiny preset
+// how long a reply may take: the server answers between sampler steps, and on a loaded 2-core
+// machine one step of another request can take seconds (5 s once was not enough)
+#define REPLY_MS 20000
 
 static Proc g_server;
 static int g_started, g_port, g_out_port;
@@ -265,7 +268,7 @@ static void test_bad_requests(void) {
         json_t *id = json_incref(json_object_get(cases[i].meta, "id"));
         send_request(c, cases[i].meta);
         Received r;
-        if (!next_frame(c, &r, 5000, cases[i].want)) {
+        if (!next_frame(c, &r, REPLY_MS, cases[i].want)) {
             json_decref(id);
             break;
         }
@@ -281,7 +284,7 @@ static void test_bad_requests(void) {
         json_decref(id);
     }
     Received r;
-    if (ping(c, "after-errors", &r, 5000)) received_release(&r);
+    if (ping(c, "after-errors", &r, REPLY_MS)) received_release(&r);
     zsock_close(&c);
 }
 
@@ -291,18 +294,18 @@ static void test_garbage_frame_skipped(void) {
     void *c = dealer();
     EXPECT(zmq_send(c, "garbage!", 8, 0) == 8, "zmq_send");
     Received r;
-    if (next_frame(c, &r, 5000, "an error for a garbage frame")) {
+    if (next_frame(c, &r, REPLY_MS, "an error for a garbage frame")) {
         const char *msg = meta_str(&r.frame, "message");
         EXPECT(r.frame.kind == FRAME_ERROR && msg && strstr(msg, "bad frame"), "garbage: '%s'", msg ? msg : "(none)");
         received_release(&r);
     }
     EXPECT(zmq_send(c, "a", 1, ZMQ_SNDMORE) == 1 && zmq_send(c, "b", 1, 0) == 1, "zmq_send multipart");
-    if (next_frame(c, &r, 5000, "an error for a 2-part message")) {
+    if (next_frame(c, &r, REPLY_MS, "an error for a 2-part message")) {
         const char *msg = meta_str(&r.frame, "message");
         EXPECT(r.frame.kind == FRAME_ERROR && msg && strstr(msg, "2 parts"), "2 parts: '%s'", msg ? msg : "(none)");
         received_release(&r);
     }
-    if (ping(c, "after-garbage", &r, 5000)) received_release(&r);
+    if (ping(c, "after-garbage", &r, REPLY_MS)) received_release(&r);
     char *log = proc_read(g_server.err);
     EXPECT(strstr(log, "skipped a bad frame"), "the server did not report the bad frame on stderr:\n%s", log);
     free(log);
@@ -317,7 +320,7 @@ static void test_client_vanishes(void) {
     send_request(c, json_pack("{s:s, s:s, s:i, s:i, s:s}", "id", "gone", "users", "ID_1", "per_user", 8, "steps", 2,
                               "deliver", "reply"));
     Received r;
-    if (next_frame(c, &r, 5000, "accepted")) received_release(&r);
+    if (next_frame(c, &r, REPLY_MS, "accepted")) received_release(&r);
     zsock_close(&c);
     c = dealer();
     if (ping(c, "after-gone", &r, 20000)) received_release(&r);
@@ -339,12 +342,12 @@ static void test_two_clients(void) {
     send_request(a, json_pack("{s:O, s:s, s:i, s:i, s:s, s:i, s:s}", "id", ida, "users", "all", "per_user", 4, "steps", 2,
                               "sampler", "ddim", "seed", 1, "deliver", "reply"));
     Received r;
-    if (next_frame(a, &r, 5000, "A's accepted")) {
+    if (next_frame(a, &r, REPLY_MS, "A's accepted")) {
         EXPECT(!strcmp(status(&r.frame), "accepted") && json_equal(json_object_get(r.frame.meta, "id"), ida), "A: %s",
                status(&r.frame));
         received_release(&r);
     }
-    if (ping(b, "b-ping", &r, 5000)) {  // answered between sampler steps of A's request
+    if (ping(b, "b-ping", &r, REPLY_MS)) {  // answered between sampler steps of A's request
         EXPECT(json_equal(json_object_get(r.frame.meta, "busy"), ida), "a ping during A's request should say busy: \"a-1\"");
         received_release(&r);
     }
@@ -384,7 +387,7 @@ static void test_deliver_out(void) {
     int64_t n = 0;
     for (int k = 0; k < 2 && pull; k++) {
         Received r;
-        if (!next_frame(pull, &r, 5000, "a batch on --out")) break;
+        if (!next_frame(pull, &r, REPLY_MS, "a batch on --out")) break;
         const Frame *f = &r.frame;
         const WireTensor *l = frame_tensor(f, WIRE_LATENT), *s = frame_tensor(f, WIRE_SEED);
         EXPECT(f->kind == FRAME_BATCH && l && s && json_equal(json_object_get(f->meta, "request_id"), id2) &&
