@@ -152,10 +152,10 @@ static void backward_tiled(float *dinp, float *dweight, const float *dout, const
                            float *scratch, Conv2dDims d, int OH, int OW) {
     int R = tile_rows(d, OH, OW);
     size_t P = (size_t)OH * OW, CKK = (size_t)d.C * d.K * d.K, KK = (size_t)d.K * d.K, hw = (size_t)d.H * d.W;
-    size_t per = tile_floats(d, R, OW), nw = (size_t)d.OC * CKK;
+    size_t per = tile_floats(d, R, OW), nw = (size_t)d.OC * CKK, dw_at = CKK * R * OW;  // dw after the tile
 #pragma omp parallel
     {
-        float *tile = scratch + (size_t)omp_get_thread_num() * per, *dw = tile + CKK * R * OW;
+        float *tile = scratch + (size_t)omp_get_thread_num() * per, *dw = tile + dw_at;
         if (dweight) memset(dw, 0, nw * sizeof(float));
 #pragma omp for schedule(static)
         for (int i = 0; i < d.N; i++)
@@ -181,7 +181,7 @@ static void backward_tiled(float *dinp, float *dweight, const float *dout, const
 #pragma omp for schedule(static)
             for (size_t j = 0; j < nw; j++) {
                 float s = 0.0f;
-                for (int t = 0; t < threads; t++) s += scratch[(size_t)t * per + CKK * R * OW + j];
+                for (int t = 0; t < threads; t++) s += scratch[(size_t)t * per + dw_at + j];
                 dweight[j] += s;
             }
         }
